@@ -1,0 +1,3 @@
+module github.com/ripple-sync/ripple/cmd/ripple
+
+go 1.26.8

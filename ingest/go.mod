@@ -1,0 +1,3 @@
+module github.com/ripple-sync/ripple/ingest
+
+go 1.26.8

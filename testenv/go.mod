@@ -1,0 +1,3 @@
+module github.com/ripple-sync/ripple/testenv
+
+go 1.26.8
