@@ -21,7 +21,7 @@ const (
 // Frame types sent by gateways.
 const (
 	FrameAuthOK        = "auth_ok"        // {sub, exp}
-	FrameSnapshotBegin = "snapshot_begin" // {id, mode: "full"|"resume"}
+	FrameSnapshotBegin = "snapshot_begin" // {id, mode: "full"|"resume", key}
 	FrameSnapshot      = "snapshot"       // {id, ops}: one bounded batch
 	FrameReady         = "ready"          // {id, lsn, cursor}: the subscription's first consistent state
 	FramePart          = "part"           // {table, org, xid, seq, last, ops}: shared bytes for all clients
@@ -42,18 +42,18 @@ const (
 
 // Error codes in FrameError.
 const (
-	ErrCodeBadFrame      = "bad_frame"      // not JSON, unknown type, missing fields
-	ErrCodeTooLarge      = "too_large"      // frame over the size limit
-	ErrCodeUnauthorized  = "unauthorized"   // no or invalid token
-	ErrCodeTokenExpired  = "token_expired"  // token expired; send a fresh one
-	ErrCodeForbidden     = "forbidden"      // organisation or table outside the token
-	ErrCodeUnknownTable  = "unknown_table"  // not a sync table
-	ErrCodeBadColumns    = "bad_columns"    // unknown column in the column list
-	ErrCodeDuplicateID   = "duplicate_id"   // subscription id already in use
+	ErrCodeBadFrame      = "bad_frame"     // not JSON, unknown type, missing fields
+	ErrCodeTooLarge      = "too_large"     // frame over the size limit
+	ErrCodeUnauthorized  = "unauthorized"  // no or invalid token
+	ErrCodeTokenExpired  = "token_expired" // token expired; send a fresh one
+	ErrCodeForbidden     = "forbidden"     // organisation or table outside the token
+	ErrCodeUnknownTable  = "unknown_table" // not a sync table
+	ErrCodeBadColumns    = "bad_columns"   // unknown column in the column list
+	ErrCodeDuplicateID   = "duplicate_id"  // subscription id already in use
 	ErrCodeUnknownSub    = "unknown_subscription"
-	ErrCodeReplicaLag    = "replica_lag"    // replica did not catch up in time; retrying
-	ErrCodeSlowClient    = "slow_client"    // outbound queue overflowed
-	ErrCodeUnavailable   = "unavailable"    // ingest or database unreachable
+	ErrCodeReplicaLag    = "replica_lag" // replica did not catch up in time; retrying
+	ErrCodeSlowClient    = "slow_client" // outbound queue overflowed
+	ErrCodeUnavailable   = "unavailable" // ingest or database unreachable
 	ErrCodeInternal      = "internal"
 	ErrCodeBadCursor     = "bad_cursor"
 	ErrCodeMutationOrder = "mutation_out_of_order"
@@ -79,11 +79,14 @@ type ClientFrame struct {
 // Clients decode into it; gateways may also build the shared FramePart bytes
 // by hand for speed, as long as they decode to this shape.
 type ServerFrame struct {
-	Type       string          `json:"type"`
-	ID         string          `json:"id,omitempty"`
-	Sub        string          `json:"sub,omitempty"`
-	Exp        int64           `json:"exp,omitempty"`
-	Mode       string          `json:"mode,omitempty"`
+	Type string `json:"type"`
+	ID   string `json:"id,omitempty"`
+	Sub  string `json:"sub,omitempty"`
+	Exp  int64  `json:"exp,omitempty"`
+	Mode string `json:"mode,omitempty"`
+	// Key lists the table's primary key column names in key order; set in
+	// FrameSnapshotBegin so the client can identify rows.
+	Key        []string        `json:"key,omitempty"`
 	Table      string          `json:"table,omitempty"`
 	Org        string          `json:"org,omitempty"`
 	XID        XID8            `json:"xid,omitempty"`
