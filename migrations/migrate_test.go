@@ -1,0 +1,141 @@
+package migrations_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ripple-sync/ripple/migrations"
+)
+
+func TestMigrate(t *testing.T) {
+	tests := []struct {
+		name  string
+		runs  int
+		setup func(t *testing.T, conn *pgx.Conn) // between the first and the later runs
+	}{
+		{name: "once", runs: 1},
+		{name: "twice", runs: 2},
+		{name: "publication dropped in between", runs: 2, setup: func(t *testing.T, conn *pgx.Conn) {
+			exec(t, conn, "DROP PUBLICATION ripple")
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			conn, _ := newDB(t)
+			if v, err := migrations.Version(ctx, conn); err != nil || v != 0 {
+				t.Fatalf("Version before Migrate = %d, %v; want 0, nil", v, err)
+			}
+			var first string
+			for i := 0; i < tt.runs; i++ {
+				if i == 1 && tt.setup != nil {
+					tt.setup(t, conn)
+				}
+				if err := migrations.Migrate(ctx, conn); err != nil {
+					t.Fatalf("Migrate run %d: %v", i+1, err)
+				}
+				state := queryString(t, conn, rippleState)
+				if i == 0 {
+					first = state
+				} else if state != first {
+					t.Fatalf("state after run %d differs:\n%s\nwant:\n%s", i+1, state, first)
+				}
+			}
+			v, err := migrations.Version(ctx, conn)
+			if err != nil || v != migrations.LatestVersion() || v < 1 {
+				t.Fatalf("Version = %d, %v; want %d", v, err, migrations.LatestVersion())
+			}
+			if n := queryString(t, conn, "SELECT count(*)::text FROM ripple.schema_migrations"); n != "1" {
+				t.Fatalf("schema_migrations rows = %s, want 1", n)
+			}
+			for _, q := range []struct{ sql, want string }{
+				{"SELECT pubinsert::text || pubupdate::text || pubdelete::text || pubtruncate::text FROM pg_publication WHERE pubname = 'ripple'", "truetruetruetrue"},
+				{"SELECT string_agg(schemaname || '.' || tablename, ',') FROM pg_publication_tables WHERE pubname = 'ripple'", "ripple.mutations"},
+				{"SELECT relreplident::text FROM pg_class WHERE oid = 'ripple.mutations'::regclass", "f"},
+				{"SELECT xid::text || ' ' || (pruned_at IS NULL)::text FROM ripple.horizon", "0 true"},
+			} {
+				if got := queryString(t, conn, q.sql); got != q.want {
+					t.Errorf("%s = %q, want %q", q.sql, got, q.want)
+				}
+			}
+			if h, err := migrations.Horizon(ctx, conn); err != nil || h != 0 {
+				t.Fatalf("Horizon = %d, %v; want 0", h, err)
+			}
+		})
+	}
+}
+
+// TestMigrateConcurrent makes two Migrate calls race on an empty database:
+// a third connection holds Ripple's advisory lock until both are queued on
+// it, so both start their work at the same moment.
+func TestMigrateConcurrent(t *testing.T) {
+	ctx := testCtx(t)
+	blocker, url := newDB(t)
+	tx, err := blocker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", migrations.LockKey); err != nil {
+		t.Fatal(err)
+	}
+	conns := []*pgx.Conn{connect(t, url), connect(t, url)}
+	errs := make([]error, len(conns))
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = migrations.Migrate(ctx, c)
+		}()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var waiting int
+		err := blocker.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&waiting)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if waiting == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d Migrate calls queued on the advisory lock", waiting)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Migrate %d: %v", i, err)
+		}
+	}
+	if n := queryString(t, blocker, "SELECT count(*)::text FROM ripple.schema_migrations"); n != "1" {
+		t.Fatalf("schema_migrations rows = %s, want 1", n)
+	}
+	if n := queryString(t, blocker, "SELECT count(*)::text FROM ripple.horizon"); n != "1" {
+		t.Fatalf("horizon rows = %s, want 1", n)
+	}
+}
+
+func TestVersionInsideTransaction(t *testing.T) {
+	ctx := testCtx(t)
+	conn, _ := newDB(t)
+	// Version on an empty database must not abort the caller's transaction.
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if v, err := migrations.Version(ctx, tx); err != nil || v != 0 {
+			t.Fatalf("Version = %d, %v", v, err)
+		}
+		var one int
+		return tx.QueryRow(context.Background(), "SELECT 1").Scan(&one)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
