@@ -1,0 +1,83 @@
+package writer
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/ripple-sync/ripple/schema"
+)
+
+// Names of the built-in mutators.
+const (
+	MutatorInsert = "insert"
+	MutatorUpdate = "update"
+	MutatorDelete = "delete"
+)
+
+// builtinArgs are the arguments of the built-in mutators:
+//
+//	insert {"table": "todos", "row": {"id": "1", "org": "acme", "title": "milk"}}
+//	update {"table": "todos", "key": {"id": "1"}, "set": {"title": "oat milk"}}
+//	delete {"table": "todos", "key": {"id": "1"}}
+type builtinArgs struct {
+	Table string          `json:"table"`
+	Row   json.RawMessage `json:"row"`
+	Key   json.RawMessage `json:"key"`
+	Set   json.RawMessage `json:"set"`
+}
+
+func parseBuiltin(args json.RawMessage, need ...string) (builtinArgs, map[string]map[string]json.RawMessage, error) {
+	var a builtinArgs
+	fields, _, err := decodeObject(args, "args")
+	if err != nil {
+		return a, nil, Reject(CodeInvalidArgument, "%v", err)
+	}
+	allowed := map[string]bool{"table": true}
+	for _, n := range need {
+		allowed[n] = true
+	}
+	for k := range fields {
+		if !allowed[k] {
+			return a, nil, Reject(CodeInvalidArgument, "args: unexpected field %q", k)
+		}
+	}
+	if err := json.Unmarshal(args, &a); err != nil {
+		return a, nil, Reject(CodeInvalidArgument, "args: %v", err)
+	}
+	if a.Table == "" {
+		return a, nil, Reject(CodeInvalidArgument, "args: table is missing")
+	}
+	objs := map[string]map[string]json.RawMessage{}
+	for _, n := range need {
+		m, _, err := decodeObject(fields[n], "args."+n)
+		if err != nil {
+			return a, nil, Reject(CodeInvalidArgument, "%v", err)
+		}
+		objs[n] = m
+	}
+	return a, objs, nil
+}
+
+func insertMutator(ctx context.Context, tx *Tx, _ schema.Claims, args json.RawMessage) (any, error) {
+	a, o, err := parseBuiltin(args, "row")
+	if err != nil {
+		return nil, err
+	}
+	return tx.insert(ctx, a.Table, o["row"])
+}
+
+func updateMutator(ctx context.Context, tx *Tx, _ schema.Claims, args json.RawMessage) (any, error) {
+	a, o, err := parseBuiltin(args, "key", "set")
+	if err != nil {
+		return nil, err
+	}
+	return tx.update(ctx, a.Table, o["key"], o["set"])
+}
+
+func deleteMutator(ctx context.Context, tx *Tx, _ schema.Claims, args json.RawMessage) (any, error) {
+	a, o, err := parseBuiltin(args, "key")
+	if err != nil {
+		return nil, err
+	}
+	return tx.delete(ctx, a.Table, o["key"])
+}

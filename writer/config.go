@@ -1,0 +1,91 @@
+package writer
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ripple-sync/ripple/schema"
+)
+
+// Config configures a Writer. Zero fields take the documented defaults.
+type Config struct {
+	// DatabaseURL is the connection string of the primary. Required.
+	DatabaseURL string
+	// NATSURL is the NATS server to connect to when NATS is nil.
+	NATSURL string
+	// NATS, when set, is used instead of dialing NATSURL. The writer never
+	// closes a connection it was given.
+	NATS *nats.Conn
+	// Queue is the queue group shared by all writers. Default
+	// schema.WriterQueue.
+	Queue string
+	// Subject is the request subject. Default schema.SubjectMutate.
+	Subject string
+	// MaxConns is the number of database connections, and so the number of
+	// mutations executed at once. Default 8.
+	MaxConns int32
+	// StatementTimeout is the statement_timeout of every connection. A
+	// mutation that hits it is answered "unavailable" and not recorded.
+	// Default 5s.
+	StatementTimeout time.Duration
+	// RequestTimeout bounds the handling of one request, retries included.
+	// Default 30s.
+	RequestTimeout time.Duration
+	// MaxAttempts is how many times a transaction that failed with a
+	// serialization failure or a deadlock is run. Default 10.
+	MaxAttempts int
+	// DrainTimeout bounds the wait for mutations in flight when Run's
+	// context ends. Default 30s.
+	DrainTimeout time.Duration
+	// Logger receives structured logs. Default slog.Default().
+	Logger *slog.Logger
+	// Registerer, when set, receives the writer's metrics.
+	Registerer prometheus.Registerer
+}
+
+func (c *Config) setDefaults() {
+	if c.Queue == "" {
+		c.Queue = schema.WriterQueue
+	}
+	if c.Subject == "" {
+		c.Subject = schema.SubjectMutate
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = 8
+	}
+	if c.StatementTimeout == 0 {
+		c.StatementTimeout = 5 * time.Second
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 30 * time.Second
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = 10
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.DatabaseURL == "":
+		return fmt.Errorf("%w: DatabaseURL is required", ErrBadConfig)
+	case c.NATS == nil && c.NATSURL == "":
+		return fmt.Errorf("%w: NATSURL or NATS is required", ErrBadConfig)
+	case c.MaxConns < 1:
+		return fmt.Errorf("%w: MaxConns must be positive", ErrBadConfig)
+	case c.StatementTimeout < 0 || c.RequestTimeout < 0 || c.DrainTimeout < 0:
+		return fmt.Errorf("%w: negative timeout", ErrBadConfig)
+	case c.MaxAttempts < 1:
+		return fmt.Errorf("%w: MaxAttempts must be positive", ErrBadConfig)
+	}
+	return nil
+}
