@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,7 +16,7 @@ import (
 
 // harness drives an engine with frames fed directly, without a network.
 type harness struct {
-	t   *testing.T
+	t   testing.TB
 	c   *Client
 	e   *engine
 	out *outbox
@@ -26,7 +27,7 @@ type harness struct {
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	e := newEngine(quietLogger(), "c1", NewMemoryStore(), time.Millisecond, 5*time.Millisecond)
 	h := &harness{t: t, e: e, c: &Client{e: e, failed: make(chan struct{})}}
@@ -166,3 +167,7 @@ func reply(id int64, status string, xid int, code string) string {
 }
 
 func row(id, title string) string { return fmt.Sprintf(`{"id":%q,"title":%q}`, id, title) }
+
+func contextWithTimeout(t *testing.T, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(t.Context(), d)
+}

@@ -107,12 +107,12 @@ type Pending struct {
 
 	// Guarded by the engine's mutex.
 	noOptimistic bool
-	sent      bool // sent on the current connection, reply outstanding
-	applied   bool // the writer answered applied
-	confirmed bool // part of synced data; dropped once no view is catching up
-	xid       schema.XID8
-	result    json.RawMessage
-	err       error
+	sent         bool // sent on the current connection, reply outstanding
+	applied      bool // the writer answered applied
+	confirmed    bool // part of synced data; dropped once no view is catching up
+	xid          schema.XID8
+	result       json.RawMessage
+	err          error
 }
 
 func newPending(m PendingMutation) *Pending {
@@ -442,6 +442,16 @@ func builtinUpdate(tx *LocalTx, args json.RawMessage) error {
 	row, _ := tx.Get(a.Table, org, kv...)
 	for c, v := range set {
 		row[c] = v
+	}
+	if cols := tx.KeyColumns(a.Table); cols != nil {
+		if nk, err := rowKey(row, cols); err == nil {
+			if ok, _ := keyOf(kv...); ok != nk {
+				// The key itself changed: the old row goes away.
+				if err := tx.Delete(a.Table, org, kv...); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	return tx.Put(a.Table, org, row)
 }
