@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -110,6 +111,12 @@ func classifyPg(e *pgconn.PgError) (*Rejection, bool) {
 	switch class {
 	case "40":
 		return nil, true
+	case "0A":
+		if strings.Contains(e.Message, "cached plan must not change result type") {
+			// A table changed under a prepared statement; the statement
+			// cache drops it and the transaction runs again.
+			return nil, true
+		}
 	case "08", "53", "57", "58", "XX":
 		return nil, false
 	case "23":

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ripple-sync/ripple/migrations"
 	"github.com/ripple-sync/ripple/schema"
 )
 
@@ -446,5 +447,53 @@ func TestTransferNoOverdraft(t *testing.T) {
 	_, again := mustSend(t, nc, reqs[rejected])
 	if !bytes.Equal(again, raws[rejected]) {
 		t.Errorf("retry of the rejection:\n %s\n %s", again, raws[rejected])
+	}
+}
+
+// TestSchemaChangesWhileRunning: tables enabled, columns added and columns
+// dropped after the writer loaded its metadata are picked up, never
+// rejected because of stale metadata.
+func TestSchemaChangesWhileRunning(t *testing.T) {
+	e := setup(t)
+	e.startWriter(t)
+	nc := e.nats.Connect(t)
+	ctx := context.Background()
+	// Warm the cache for todos.
+	if rep, raw := mustSend(t, nc, todoInsert("schema", 1)); rep.Status != schema.MutationApplied {
+		t.Fatal(string(raw))
+	}
+	steps := []struct {
+		name string
+		ddl  string
+		req  schema.MutationRequest
+		want string
+	}{
+		{"table enabled later", `CREATE TABLE later (id int4 PRIMARY KEY, org text NOT NULL, note text)`,
+			schema.MutationRequest{Mutator: "insert", Args: args(map[string]any{"table": "later", "row": map[string]any{"id": 1, "org": "acme", "note": "hi"}})},
+			`{"id":1,"org":"acme","note":"hi"}`},
+		{"column added later", `ALTER TABLE todos ADD COLUMN colour text`,
+			schema.MutationRequest{Mutator: "insert", Args: args(map[string]any{"table": "todos", "row": map[string]any{"id": "c1", "org": "acme", "title": "x", "colour": "red"}})},
+			`{"id":"c1","org":"acme","title":"x","n":null,"amount":null,"due":null,"tags":null,"meta":null,"seq":"2","colour":"red"}`},
+		{"column dropped later", `ALTER TABLE todos DROP COLUMN amount`,
+			schema.MutationRequest{Mutator: "update", Args: args(map[string]any{"table": "todos", "key": map[string]any{"id": "c1"}, "set": map[string]any{"title": "y"}})},
+			`{"id":"c1","org":"acme","title":"y","n":null,"due":null,"tags":null,"meta":null,"seq":"2","colour":"red"}`},
+	}
+	for i, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			if _, err := e.db.Exec(ctx, s.ddl); err != nil {
+				t.Fatal(err)
+			}
+			if s.name == "table enabled later" {
+				if _, err := migrations.Enable(ctx, e.db, "later", "org"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			req := s.req
+			req.ClientID, req.MutationID, req.Claims = "schema", int64(i+2), claims("acme")
+			rep, raw := mustSend(t, nc, req)
+			if rep.Status != schema.MutationApplied || !jsonEqual(t, rep.Result, s.want) {
+				t.Fatalf("reply %s, want result %s", raw, s.want)
+			}
+		})
 	}
 }
