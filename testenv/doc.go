@@ -6,8 +6,9 @@
 // PostgreSQL: initdb runs once per test binary into a template data
 // directory; every cluster is a copy of it (cp -a), started directly from Go
 // on 127.0.0.1 and a free port, trust authentication, wal_level=logical,
-// fsync=off. Everything lives under BaseDir (/tmp/ripple-testenv), one
-// directory per test binary. As root the servers run as the postgres OS user.
+// fsync=off. Everything lives under BaseDir() (/dev/shm/ripple-testenv, or
+// /tmp/ripple-testenv, or $RIPPLE_TESTENV_DIR), one directory per test
+// binary; the initdb template is shared by all test binaries. As root the servers run as the postgres OS user.
 // Servers get SIGKILL if the test binary dies. On a failed test the tail of the
 // server log is logged.
 //

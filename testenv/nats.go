@@ -87,6 +87,13 @@ func (n *NATS) URL() string {
 	return fmt.Sprintf("nats://127.0.0.1:%d", n.opts.Port)
 }
 
+// Port returns the client port on 127.0.0.1. It stays the same across Restart.
+func (n *NATS) Port() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.opts.Port
+}
+
 // Name returns the server name (e.g. "A-0" in a super-cluster).
 func (n *NATS) Name() string {
 	n.mu.Lock()

@@ -3,6 +3,7 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -90,9 +91,10 @@ type Postgres struct {
 
 	life sync.Mutex // serialises start and stop
 
-	mu   sync.Mutex // guards port, cmd and done
-	cmd  *exec.Cmd
-	done chan struct{}
+	mu       sync.Mutex // guards port, cmd, done and promoted
+	cmd      *exec.Cmd
+	done     chan struct{}
+	promoted bool
 }
 
 var clusterSeq atomic.Int64
@@ -189,26 +191,61 @@ func template() (string, error) {
 	return env.tmplDir, env.tmplErr
 }
 
+// initTemplate returns an initdb'd data directory to copy clusters from. It
+// is cached under BaseDir across test binaries (keyed by the server binary
+// and the settings), built once under a file lock.
 func initTemplate() (string, error) {
-	rd, err := runDir()
-	if err != nil {
-		return "", err
-	}
 	bin, err := pgBinDir()
 	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(rd, "template")
-	cmd := exec.Command(filepath.Join(bin, "initdb"), "-D", dir, "-A", "trust", "-U", "postgres",
+	rd, err := runDir() // creates the base directory
+	if err != nil {
+		return "", err
+	}
+	base := filepath.Dir(rd)
+	h := sha256.New()
+	fmt.Fprintf(h, "v1\n%s\n%s\n", bin, strings.Join(baseSettings, "\n"))
+	if st, err := os.Stat(filepath.Join(bin, "postgres")); err == nil {
+		fmt.Fprintf(h, "%d %d\n", st.Size(), st.ModTime().UnixNano())
+	}
+	dir := filepath.Join(base, fmt.Sprintf("template-%x", h.Sum(nil)[:8]))
+	ok := filepath.Join(dir, "testenv.ok")
+	if _, err := os.Stat(ok); err == nil {
+		return dir, nil
+	}
+	lock, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", fmt.Errorf("testenv: template lock: %w", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", fmt.Errorf("testenv: template lock: %w", err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if _, err := os.Stat(ok); err == nil {
+		return dir, nil // built by another test binary meanwhile
+	}
+	tmp := dir + ".tmp"
+	_ = os.RemoveAll(tmp)
+	_ = os.RemoveAll(dir)
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return "", fmt.Errorf("testenv: %w", err)
+	}
+	if err := chownPG(tmp); err != nil {
+		return "", fmt.Errorf("testenv: chown: %w", err)
+	}
+	cmd := exec.Command(filepath.Join(bin, "initdb"), "-D", tmp, "-A", "trust", "-U", "postgres",
 		"-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions")
-	if err := pgCmd(cmd, rd); err != nil {
+	if err := pgCmd(cmd, base); err != nil {
 		return "", err
 	}
 	if out, err := cmd.CombinedOutput(); err != nil {
+		_ = os.RemoveAll(tmp)
 		return "", fmt.Errorf("testenv: initdb: %w: %s", err, out)
 	}
 	conf := "\n# testenv\n" + strings.Join(baseSettings, "\n") + "\n"
-	f, err := os.OpenFile(filepath.Join(dir, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	f, err := os.OpenFile(filepath.Join(tmp, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		return "", fmt.Errorf("testenv: %w", err)
 	}
@@ -216,8 +253,16 @@ func initTemplate() (string, error) {
 	if err2 := f.Close(); err == nil {
 		err = err2
 	}
+	if err == nil {
+		// Marker last: a template without it is incomplete and rebuilt.
+		err = os.WriteFile(filepath.Join(tmp, "testenv.ok"), nil, 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp, dir)
+	}
 	if err != nil {
-		return "", fmt.Errorf("testenv: write postgresql.conf: %w", err)
+		_ = os.RemoveAll(tmp)
+		return "", fmt.Errorf("testenv: build template: %w", err)
 	}
 	return dir, nil
 }
@@ -656,7 +701,10 @@ func (p *Postgres) Start(t testing.TB) {
 }
 
 func (p *Postgres) readyCheck() func(context.Context) error {
-	if p.replicaOf == nil {
+	p.mu.Lock()
+	promoted := p.promoted
+	p.mu.Unlock()
+	if p.replicaOf == nil || promoted {
 		return func(context.Context) error { return nil }
 	}
 	return func(ctx context.Context) error {
@@ -818,4 +866,37 @@ func (p *Postgres) WaitCaughtUp(t testing.TB) {
 	t.Helper()
 	p.mustReplica(t, "WaitCaughtUp")
 	p.WaitReplayed(t, p.replicaOf.CurrentLSN(t))
+}
+
+// Restart stops the server (fast shutdown) and starts it again on the same
+// data directory and port.
+func (p *Postgres) Restart(t testing.TB) {
+	t.Helper()
+	p.Stop(t)
+	p.Start(t)
+}
+
+// Promote promotes a replica to a primary (pg_promote) and waits until it
+// has left recovery. The Postgres value stays marked as a replica of its
+// former primary only for bookkeeping; it now accepts writes.
+func (p *Postgres) Promote(t testing.TB) {
+	t.Helper()
+	p.mustReplica(t, "Promote")
+	ctx, cancel := context.WithTimeout(context.Background(), ReadyTimeout)
+	defer cancel()
+	if err := p.exec(ctx, "postgres", "SELECT pg_promote(true, 30)"); err != nil {
+		t.Fatalf("testenv: promote %s: %v", p.name, err)
+	}
+	if err := waitFor(ReadyTimeout, func() error {
+		s, err := p.queryString(ctx, "SELECT pg_is_in_recovery()::text")
+		if err == nil && s != "false" {
+			err = errors.New("still in recovery")
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("testenv: promote %s: %v", p.name, err)
+	}
+	p.mu.Lock()
+	p.promoted = true
+	p.mu.Unlock()
 }

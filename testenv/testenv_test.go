@@ -179,6 +179,24 @@ func TestReplicaPauseResume(t *testing.T) {
 	if got := count(t, r.URL(db), "items"); got != 3 {
 		t.Fatalf("resumed replica sees %d rows, want 3", got)
 	}
+
+	// The replica survives a crash of the primary and streams again.
+	pg.Kill(t)
+	pg.Start(t)
+	pg.Exec(t, db, "INSERT INTO items VALUES (4)")
+	r.WaitCaughtUp(t)
+	if got := count(t, r.URL(db), "items"); got != 4 {
+		t.Fatalf("replica sees %d rows after primary restart, want 4", got)
+	}
+
+	// A restarted replica comes back in recovery; a promoted one takes writes.
+	r.Restart(t)
+	r.WaitCaughtUp(t)
+	r.Promote(t)
+	r.Exec(t, db, "INSERT INTO items VALUES (5)")
+	if got := count(t, r.URL(db), "items"); got != 5 {
+		t.Fatalf("promoted replica sees %d rows, want 5", got)
+	}
 }
 
 func TestKillRestartKeepsData(t *testing.T) {
