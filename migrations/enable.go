@@ -234,6 +234,12 @@ func enableTx(ctx context.Context, tx execer, table, rootKey string) (*EnableRes
 	if err != nil {
 		return nil, err
 	}
+	// Load the codec's types inside this transaction, so types created in
+	// it (an enum of the demo schema, say) are known.
+	types, err := schema.LoadTypes(ctx, tx)
+	if err != nil {
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
 	res := &EnableResult{Table: schema.Table{
 		Name: name, Schema: schemaName, Relation: relation, RootKey: rootKey, PrimaryKey: pk,
 	}}
@@ -253,7 +259,7 @@ func enableTx(ctx context.Context, tx execer, table, rootKey string) (*EnableRes
 		if c.name == rootKey {
 			haveRoot = true
 		}
-		if err := c.supported(); err != nil {
+		if err := c.checkType(types); err != nil {
 			unsupports = append(unsupports, err)
 		}
 		res.Columns = append(res.Columns, schema.Column{Name: c.name, TypeOID: c.typeOID})

@@ -56,9 +56,9 @@ func TestEnableRefused(t *testing.T) {
 		},
 		{
 			name:  "unsupported types, not migrated, with data",
-			ddl:   "CREATE TABLE app.todos (id int PRIMARY KEY, org_id text, area box, ips inet[]); INSERT INTO app.todos VALUES (1, 'a', NULL, NULL)",
+			ddl:   "CREATE TABLE app.todos (id int PRIMARY KEY, org_id text, area box, spots point[]); INSERT INTO app.todos VALUES (1, 'a', NULL, NULL)",
 			table: "app.todos", rootKey: "org_id", wantErr: schema.ErrUnsupportedType,
-			wantMsg: []string{`"area"`, "box", `"ips"`, "inet[]"},
+			wantMsg: []string{`"area"`, "box", `"spots"`, "point[]"},
 		},
 		{
 			name: "ripple_xid of another type", migrated: true,
@@ -300,21 +300,21 @@ func TestDisableDroppedTable(t *testing.T) {
 }
 
 // TestEnableSupportedTypes enables a table with every type the codec
-// supports, enums and arrays included.
+// supports, enums, domains and arrays included.
 func TestEnableSupportedTypes(t *testing.T) {
 	ctx := testCtx(t)
 	conn, _ := newDB(t)
-	exec(t, conn, `CREATE TYPE mood AS ENUM ('ok', 'sad');
+	exec(t, conn, `CREATE TYPE mood AS ENUM ('ok', 'sad'); CREATE DOMAIN posint AS int CHECK (VALUE > 0);
 CREATE TABLE everything (
   id uuid PRIMARY KEY, org_id text, a varchar(10), b char(3), c smallint, d integer, e bigint, f numeric(10,2),
   g real, h double precision, i boolean, j json, k jsonb, l bytea, m date, n time, o timestamp, p timestamptz,
-  q interval, r mood, s text[], t int4[], u mood[], v numeric[])`)
+  q interval, r mood, s text[], t int4[], u mood[], v numeric[], w posint, x inet)`)
 	res, err := migrations.Enable(ctx, conn, "everything", "org_id")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Columns) != 24 {
-		t.Fatalf("columns = %d, want 24", len(res.Columns))
+	if len(res.Columns) != 26 {
+		t.Fatalf("columns = %d, want 26", len(res.Columns))
 	}
 }
 
