@@ -109,7 +109,9 @@ type engine struct {
 	nextSub int
 
 	out        *outbox // nil while disconnected
-	parts      map[schema.XID8][]*schema.ServerFrame
+	// parts buffers part frames until their commit: by xid, then by the
+	// subscription id they carry ("" for shared parts named by topic only).
+	parts      map[schema.XID8]map[string][]*schema.ServerFrame
 	lastCommit schema.LSN // on the current connection
 
 	mutators    map[string]MutatorFunc
@@ -132,7 +134,7 @@ func newEngine(log *slog.Logger, clientID string, store PendingStore, retryMin, 
 		retryMax: retryMax,
 		subs:     make(map[string]*wireSub),
 		topics:   make(map[topic]*wireSub),
-		parts:    make(map[schema.XID8][]*schema.ServerFrame),
+		parts:    make(map[schema.XID8]map[string][]*schema.ServerFrame),
 		mutators: map[string]MutatorFunc{
 			"insert": builtinInsert,
 			"update": builtinUpdate,
@@ -258,7 +260,12 @@ func (e *engine) handle(f *schema.ServerFrame) error {
 	case schema.FrameSnapshot:
 		return e.snapshot(f)
 	case schema.FramePart:
-		e.parts[f.XID] = append(e.parts[f.XID], f)
+		m := e.parts[f.XID]
+		if m == nil {
+			m = make(map[string][]*schema.ServerFrame, 1)
+			e.parts[f.XID] = m
+		}
+		m[f.ID] = append(m[f.ID], f)
 	case schema.FrameCommit:
 		e.commit(f)
 	case schema.FrameReady:
@@ -293,6 +300,14 @@ func (e *engine) snapshotBegin(f *schema.ServerFrame) error {
 	if ws.keyCols == nil {
 		e.log.Warn("ripple client: snapshot_begin without key; assuming primary key \"id\"", "sub", f.ID)
 		ws.keyCols = []string{"id"}
+	}
+	for xid, m := range e.parts {
+		if _, ok := m[ws.id]; ok {
+			delete(m, ws.id)
+			if len(m) == 0 {
+				delete(e.parts, xid)
+			}
+		}
 	}
 	ws.phase = phaseStaging
 	ws.stage = &staging{full: f.Mode == schema.SnapshotFull, rows: map[string]Row{}}
@@ -386,21 +401,64 @@ func (ts touchSet) touch(e *engine, ws *wireSub, k string, ov overlay) {
 	t.order = append(t.order, k)
 }
 
-func (e *engine) commit(f *schema.ServerFrame) {
-	parts := e.parts[f.XID]
-	delete(e.parts, f.XID)
-	if f.LSN <= e.lastCommit {
-		e.log.Debug("ripple client: dropping repeated commit", "xid", f.XID, "lsn", f.LSN)
-		return
+// takeParts removes and returns the buffered parts of xid that carry id.
+func (e *engine) takeParts(xid schema.XID8, id string) []*schema.ServerFrame {
+	m := e.parts[xid]
+	ps := m[id]
+	delete(m, id)
+	if len(m) == 0 {
+		delete(e.parts, xid)
 	}
-	e.lastCommit = f.LSN
+	return ps
+}
+
+// commit closes transaction f.XID. A commit without id is the connection's
+// shared stream (strictly increasing LSNs): it applies the shared parts to
+// every subscription of their topic and the parts tagged with a live
+// subscription's id to that subscription. A commit with an id ends a
+// transaction the gateway buffered during that subscription's catch-up: it
+// applies only the parts tagged with that id, to that subscription.
+func (e *engine) commit(f *schema.ServerFrame) {
+	type target struct {
+		ws *wireSub
+		p  *schema.ServerFrame
+	}
+	var targets []target
+	if f.ID != "" {
+		ws := e.subs[f.ID]
+		for _, p := range e.takeParts(f.XID, f.ID) {
+			if ws != nil && ws.topic == (topic{p.Table, p.Org}) {
+				targets = append(targets, target{ws, p})
+			}
+		}
+		if ws == nil || (ws.phase != phaseStaging && ws.phase != phaseLive) {
+			return
+		}
+	} else {
+		if f.LSN <= e.lastCommit {
+			e.log.Debug("ripple client: dropping repeated commit", "xid", f.XID, "lsn", f.LSN)
+			clear(e.parts[f.XID])
+			delete(e.parts, f.XID)
+			return
+		}
+		e.lastCommit = f.LSN
+		for _, p := range e.takeParts(f.XID, "") {
+			if ws := e.topics[topic{p.Table, p.Org}]; ws != nil {
+				targets = append(targets, target{ws, p})
+			}
+		}
+		for id := range e.parts[f.XID] {
+			if ws := e.subs[id]; ws != nil && ws.phase == phaseLive {
+				for _, p := range e.takeParts(f.XID, id) {
+					targets = append(targets, target{ws, p})
+				}
+			}
+		}
+	}
 	ts := touchSet{}
 	accept := map[*wireSub]bool{}
-	for _, p := range parts {
-		ws := e.topics[topic{p.Table, p.Org}]
-		if ws == nil {
-			continue
-		}
+	for _, tg := range targets {
+		ws, p := tg.ws, tg.p
 		ok, seen := accept[ws]
 		if !seen {
 			switch ws.phase {
@@ -426,14 +484,21 @@ func (e *engine) commit(f *schema.ServerFrame) {
 			}
 		}
 	}
-	for _, ws := range e.subs {
-		switch ws.phase {
-		case phaseLive:
-			ws.lsn = max(ws.lsn, f.LSN)
-		case phaseStaging:
-			if accept[ws] {
-				ws.stage.lsn = f.LSN
+	for ws, ok := range accept {
+		if ok && ws.phase == phaseStaging {
+			ws.stage.lsn = f.LSN
+		}
+	}
+	switch {
+	case f.ID == "":
+		for _, ws := range e.subs {
+			if ws.phase == phaseLive {
+				ws.lsn = max(ws.lsn, f.LSN)
 			}
+		}
+	default:
+		if ws := e.subs[f.ID]; ws.phase == phaseLive {
+			ws.lsn = max(ws.lsn, f.LSN)
 		}
 	}
 	for _, id := range f.Confirmed {

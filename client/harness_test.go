@@ -171,3 +171,8 @@ func row(id, title string) string { return fmt.Sprintf(`{"id":%q,"title":%q}`, i
 func contextWithTimeout(t *testing.T, d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(t.Context(), d)
 }
+
+// tagged adds a subscription id to a part frame.
+func tagged(id, part string) string {
+	return strings.Replace(part, `{"type":"part",`, fmt.Sprintf(`{"type":"part","id":%q,`, id), 1)
+}

@@ -124,6 +124,26 @@ func TestViewMerge(t *testing.T) {
 			},
 		},
 		{
+			name: "catch-up commits tagged with a subscription id apply to it only, even below the stream's LSN",
+			subs: []string{"todos/acme", "lists/acme"},
+			steps: []vstep{
+				{feed: []string{begin("s1", "full"), ready("s1", 0x20, 100), part("todos", 105, ins("1", "a")), commit(105, 0x50)}, rows: map[int][]string{0: {row("1", "a")}}},
+				{
+					feed: []string{begin("s2", "full"), snap("s2", ins("8", "x")),
+						tagged("s2", part("lists", 90, ins("9", "l"))), `{"type":"commit","id":"s2","xid":"90","lsn":"0/30"}`,
+						tagged("s2", part("lists", 105, upd("8", "y"))), `{"type":"commit","id":"s2","xid":"105","lsn":"0/50"}`},
+					rows: map[int][]string{0: {row("1", "a")}, 1: none}, changes: none,
+				},
+				{feed: []string{ready("s2", 0x50, 101)}, rows: map[int][]string{0: {row("1", "a")}, 1: {row("8", "y"), row("9", "l")}}},
+				// A live subscription with a column list gets parts tagged with
+				// its id, closed by the shared commit.
+				{feed: []string{tagged("s2", part("lists", 106, del("9"))), part("todos", 106, del("1")), commit(106, 0x60)}, rows: map[int][]string{0: none, 1: {row("8", "y")}}},
+				// A tagged commit for a live subscription at or below its LSN
+				// changes nothing.
+				{feed: []string{tagged("s2", part("lists", 107, del("8"))), `{"type":"commit","id":"s2","xid":"107","lsn":"0/60"}`}, rows: map[int][]string{1: {row("8", "y")}}, changes: none},
+			},
+		},
+		{
 			name: "pending insert shows at once and leaves exactly at its commit: no flicker",
 			subs: []string{"todos/acme"},
 			steps: []vstep{
