@@ -358,7 +358,9 @@ func TestWatch(t *testing.T) {
 	var out syncBuffer
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- Watch(ctx, &out, WatchConfig{URL: g.url(), Token: "tok", Table: "todos", Org: "acme", Logger: quietLogger()}) }()
+	go func() {
+		done <- Watch(ctx, &out, WatchConfig{URL: g.url(), Token: "tok", Table: "todos", Org: "acme", Logger: quietLogger()})
+	}()
 	fc := g.next()
 	fc.expect(schema.FrameSubscribe)
 	fc.send(begin("s1", "full"), snap("s1", ins("2", "b"), ins("1", "a")), ready("s1", 0x20, 100),

@@ -108,7 +108,7 @@ type engine struct {
 	topics  map[topic]*wireSub
 	nextSub int
 
-	out        *outbox // nil while disconnected
+	out *outbox // nil while disconnected
 	// parts buffers part frames until their commit: by xid, then by the
 	// subscription id they carry ("" for shared parts named by topic only).
 	parts      map[schema.XID8]map[string][]*schema.ServerFrame
