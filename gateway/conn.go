@@ -1,0 +1,372 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/ripple-sync/ripple/catchup"
+	"github.com/ripple-sync/ripple/gateway/auth"
+	"github.com/ripple-sync/ripple/schema"
+)
+
+// WebSocket close codes the gateway uses (docs/protocol.md).
+const (
+	closeUnauthorized = 4001
+	closeTokenExpired = 4003
+	closeSlowClient   = 4008
+	closeTooLarge     = websocket.CloseMessageTooBig
+	closeGoingAway    = websocket.CloseGoingAway
+)
+
+// conn is one client connection. The reader goroutine owns the fields below
+// "reader-owned"; the hub owns hc; the writer goroutine owns the socket's
+// write side.
+type conn struct {
+	g  *Gateway
+	ws *websocket.Conn
+	q  *queue
+	hc *hconn
+
+	killOnce  sync.Once
+	kill      chan struct{}
+	killFrame []byte
+	killCode  int
+	killText  string
+	writerOut chan struct{}
+
+	// reader-owned
+	authed     bool
+	claims     schema.Claims
+	expiry     *time.Timer
+	confirmKey string
+	confirmCh  chan struct{}
+	mutSem     chan struct{}
+	mutWG      sync.WaitGroup
+}
+
+func newConn(g *Gateway, ws *websocket.Conn) *conn {
+	return &conn{g: g, ws: ws, q: newQueue(g.cfg.OutboundQueue), kill: make(chan struct{}),
+		writerOut: make(chan struct{}), mutSem: make(chan struct{}, g.cfg.MaxMutationsInFlight)}
+}
+
+// cut ends the connection: an optional error frame, then a close frame with
+// closeCode. Safe from any goroutine; only the first call counts.
+func (c *conn) cut(code, msg string, closeCode int) {
+	c.killOnce.Do(func() {
+		if code != "" {
+			c.killFrame = errorFrame("", code, msg)
+			c.g.m.cutClients.WithLabelValues(code).Inc()
+		}
+		c.killCode = closeCode
+		c.killText = code
+		close(c.kill)
+		c.q.close()
+	})
+}
+
+// serve runs the connection until it ends.
+func (c *conn) serve() {
+	hcCh := make(chan *hconn, 1)
+	if !c.g.hub.post(func() { hcCh <- c.g.hub.addConn(c) }) {
+		_ = c.ws.Close()
+		return
+	}
+	c.hc = <-hcCh
+	c.g.m.clients.Inc()
+	defer c.g.m.clients.Dec()
+	go c.writer()
+	authTimer := time.AfterFunc(c.g.cfg.AuthTimeout, func() {
+		c.cut(schema.ErrCodeUnauthorized, "no auth frame in time", closeUnauthorized)
+	})
+	c.read(authTimer)
+	authTimer.Stop()
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
+	c.cut("", "", websocket.CloseNormalClosure)
+	<-c.writerOut
+	c.mutWG.Wait()
+	hc := c.hc
+	c.g.hub.post(func() { c.g.hub.removeConn(hc) })
+}
+
+// writer drains the queue to the socket.
+func (c *conn) writer() {
+	defer close(c.writerOut)
+	defer c.ws.Close()
+	var frames [][]byte
+	for {
+		select {
+		case <-c.q.wake:
+		case <-c.kill:
+			c.final()
+			return
+		}
+		frames = c.q.pop(frames[:0])
+		for i, f := range frames {
+			frames[i] = nil
+			select {
+			case <-c.kill:
+				c.final()
+				return
+			default:
+			}
+			_ = c.ws.SetWriteDeadline(time.Now().Add(c.g.cfg.WriteTimeout))
+			if err := c.ws.WriteMessage(websocket.TextMessage, f); err != nil {
+				c.cut("", "", websocket.CloseAbnormalClosure)
+				return
+			}
+			c.g.m.messagesOut.Inc()
+			c.g.m.bytesOut.Add(float64(len(f)))
+		}
+	}
+}
+
+// final writes the kill frame and the close frame.
+func (c *conn) final() {
+	deadline := time.Now().Add(min(c.g.cfg.WriteTimeout, 2*time.Second))
+	_ = c.ws.SetWriteDeadline(deadline)
+	if c.killFrame != nil {
+		if c.ws.WriteMessage(websocket.TextMessage, c.killFrame) != nil {
+			return
+		}
+	}
+	if c.killCode != websocket.CloseAbnormalClosure {
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.killCode, c.killText), deadline)
+	}
+}
+
+// send queues a frame from the reader side (replies); overflow cuts.
+func (c *conn) send(b []byte) {
+	if !c.q.push(b) {
+		c.g.m.queueDrops.Inc()
+		c.cut(schema.ErrCodeSlowClient, "the connection could not keep up", closeSlowClient)
+	}
+}
+
+func (c *conn) sendError(id, code, msg string) { c.send(errorFrame(id, code, msg)) }
+
+// read is the reader loop.
+func (c *conn) read(authTimer *time.Timer) {
+	limit := int64(c.g.cfg.MaxFrameBytes)
+	buf := make([]byte, 0, 512)
+	for {
+		mt, r, err := c.ws.NextReader()
+		if err != nil {
+			return
+		}
+		buf = buf[:0]
+		n, err := readLimited(r, &buf, limit)
+		if err != nil {
+			return
+		}
+		if n > limit {
+			c.cut(schema.ErrCodeTooLarge, "frame larger than the limit", closeTooLarge)
+			return
+		}
+		if mt != websocket.TextMessage {
+			c.sendError("", schema.ErrCodeBadFrame, "frames are JSON text frames")
+			continue
+		}
+		f, err := DecodeClientFrame(buf)
+		if err != nil {
+			c.sendError("", schema.ErrCodeBadFrame, err.Error())
+			continue
+		}
+		if cap(buf) > 64<<10 {
+			buf = make([]byte, 0, 512)
+		}
+		if f.Type == schema.FrameAuth {
+			if !c.onAuth(f) {
+				return
+			}
+			authTimer.Stop()
+			continue
+		}
+		if !c.authed {
+			c.sendError(f.ID, schema.ErrCodeUnauthorized, "authenticate first")
+			continue
+		}
+		switch f.Type {
+		case schema.FramePing:
+			c.send(encodeFrame(schema.ServerFrame{Type: schema.FramePong, ID: f.ID}))
+		case schema.FrameSubscribe:
+			c.onSubscribe(f)
+		case schema.FrameUnsubscribe:
+			hc, id := c.hc, f.ID
+			c.g.hub.post(func() { c.g.hub.unsubscribe(hc, id) })
+		case schema.FrameMutate:
+			c.onMutate(f)
+		}
+	}
+}
+
+// readLimited reads r into buf, at most limit+1 bytes; it returns how many
+// bytes the frame had (limit+1 meaning "more than limit").
+func readLimited(r io.Reader, buf *[]byte, limit int64) (int64, error) {
+	b := *buf
+	var n int64
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		room := int64(cap(b) - len(b))
+		if n+room > limit+1 {
+			room = limit + 1 - n
+		}
+		m, err := r.Read(b[len(b) : len(b)+int(room)])
+		b = b[:len(b)+m]
+		n += int64(m)
+		if n > limit {
+			*buf = b
+			return n, nil
+		}
+		if err == io.EOF {
+			*buf = b
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+func (c *conn) onAuth(f schema.ClientFrame) bool {
+	claims, err := c.g.verifier.Verify(f.Token)
+	if err != nil {
+		code := schema.ErrCodeUnauthorized
+		if errors.Is(err, auth.ErrExpired) {
+			code = schema.ErrCodeTokenExpired
+		}
+		if !c.authed {
+			closeCode := closeUnauthorized
+			if code == schema.ErrCodeTokenExpired {
+				closeCode = closeTokenExpired
+			}
+			c.cut(code, err.Error(), closeCode)
+			return false
+		}
+		// A bad refresh changes nothing: the old token stays in force.
+		c.sendError("", code, err.Error())
+		return true
+	}
+	c.authed = true
+	c.claims = claims
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
+	c.expiry = time.AfterFunc(time.Until(claims.Expires), func() {
+		c.cut(schema.ErrCodeTokenExpired, "the token expired; reconnect with a fresh one", closeTokenExpired)
+	})
+	hc := c.hc
+	c.g.hub.post(func() { c.g.hub.setClaims(hc, claims) })
+	c.send(encodeFrame(schema.ServerFrame{Type: schema.FrameAuthOK, Sub: claims.Subject, Exp: claims.Expires.Unix()}))
+	return true
+}
+
+func (c *conn) onSubscribe(f schema.ClientFrame) {
+	// Authorisation first: nothing touches NATS or the database for a
+	// subscription outside the token.
+	if f.Table == schema.MutationsTable || !c.claims.CanRead(f.Org, f.Table) {
+		c.sendError(f.ID, schema.ErrCodeForbidden, "organisation or table not in the token")
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.g.ctx, 10*time.Second)
+	tbl, err := c.g.cfg.Catchup.Table(ctx, f.Table)
+	cancel()
+	if err != nil {
+		if errors.Is(err, schema.ErrUnknownTable) {
+			c.sendError(f.ID, schema.ErrCodeUnknownTable, "not a sync table: "+f.Table)
+		} else {
+			c.sendError(f.ID, schema.ErrCodeUnavailable, "cannot load the table: "+err.Error())
+		}
+		return
+	}
+	req := subscribeReq{id: f.ID, table: tbl, org: f.Org, cursor: f.Cursor}
+	if f.LSN != nil {
+		req.lsn = *f.LSN
+	}
+	if f.Columns != nil {
+		proj, err := catchup.NewProjection(tbl, f.Columns)
+		if err != nil {
+			c.sendError(f.ID, schema.ErrCodeBadColumns, err.Error())
+			return
+		}
+		if !proj.All() {
+			req.proj, req.cols = proj, f.Columns
+		}
+	}
+	hc := c.hc
+	c.g.hub.post(func() { c.g.hub.subscribe(hc, req) })
+}
+
+func (c *conn) onMutate(f schema.ClientFrame) {
+	orgs := slices.Clone(c.claims.WriteOrgs)
+	slices.Sort(orgs)
+	key := f.ClientID + "\x00" + strings.Join(orgs, "\x00")
+	if key != c.confirmKey {
+		// Confirmations of this client id must be proven live before the
+		// writer commits anything for it.
+		ch := make(chan struct{})
+		hc, cid := c.hc, f.ClientID
+		if !c.g.hub.post(func() { c.g.hub.addConfirm(hc, cid, orgs, ch) }) {
+			return
+		}
+		c.confirmKey, c.confirmCh = key, ch
+	}
+	req := schema.MutationRequest{ClientID: f.ClientID, MutationID: f.MutationID, Mutator: f.Mutator, Args: f.Args, Claims: c.claims}
+	ready := c.confirmCh
+	select {
+	case c.mutSem <- struct{}{}:
+	case <-c.kill:
+		return
+	}
+	c.mutWG.Add(1)
+	go func() {
+		defer c.mutWG.Done()
+		defer func() { <-c.mutSem }()
+		c.send(c.g.mutate(ready, req))
+	}()
+}
+
+// mutate forwards one mutation to the writers and returns the reply frame.
+func (g *Gateway) mutate(ready chan struct{}, req schema.MutationRequest) []byte {
+	ctx, cancel := context.WithTimeout(g.ctx, g.cfg.MutationTimeout)
+	defer cancel()
+	reply := schema.ServerFrame{Type: schema.FrameMutation, ClientID: req.ClientID, MutationID: req.MutationID,
+		Status: schema.MutationRejected, Code: schema.ErrCodeUnavailable}
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		reply.Message = "the stream of confirmations is not available; send the mutation again"
+		g.m.mutations.WithLabelValues("unavailable").Inc()
+		return encodeFrame(reply)
+	}
+	body, _ := json.Marshal(req)
+	msg, err := g.nc.RequestWithContext(ctx, schema.SubjectMutate, body)
+	if err != nil {
+		reply.Message = "no writer answered; send the mutation again"
+		g.log.Debug("mutation request failed", slog.String("client_id", req.ClientID), slog.Any("error", err))
+		g.m.mutations.WithLabelValues("unavailable").Inc()
+		return encodeFrame(reply)
+	}
+	var r schema.MutationReply
+	if err := json.Unmarshal(msg.Data, &r); err != nil || r.Status == "" {
+		reply.Code, reply.Message = schema.ErrCodeInternal, "malformed writer reply"
+		g.m.mutations.WithLabelValues("internal").Inc()
+		return encodeFrame(reply)
+	}
+	g.m.mutations.WithLabelValues(r.Status).Inc()
+	out := schema.ServerFrame{Type: schema.FrameMutation, ClientID: req.ClientID, MutationID: req.MutationID,
+		Status: r.Status, Code: r.Code, Message: r.Message, Result: r.Result, XID: r.XID}
+	return encodeFrame(out)
+}
