@@ -1,0 +1,525 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/nats-io/nats.go"
+
+	"github.com/ripple-sync/ripple/schema"
+)
+
+// errNATSDown ends a session when the NATS connection dropped: messages in
+// flight may be lost, so replication restarts from the slot's confirmed
+// position, which never passes what NATS accepted.
+var errNATSDown = errors.New("ingest: NATS connection lost")
+
+const (
+	readBudget     = 16 << 20 // decoded bytes between reader and main loop
+	flushTimeout   = 10 * time.Second
+	maxPendingCkpt = 64
+)
+
+// session is one replication connection's lifetime. Everything in it is
+// owned by the goroutine running (*session).loop, except the reader.
+type session struct {
+	i     *Ingest
+	cfg   *Config
+	nc    *nats.Conn
+	repl  *pgconn.PgConn
+	query *pgx.Conn
+	types *schema.Types
+
+	rels   map[uint32]*boundRel
+	xidRef uint64 // a recent next-xid (xid8) for widening pgoutput's 32-bit xids
+
+	acked      uint64 // last LSN acknowledged to Postgres
+	walEnd     uint64 // server WAL end from the last keepalive
+	reconnects uint64 // NATS reconnect count when the session started
+
+	tx        txn
+	deferred  []*nats.Msg // barrier requests waiting for the open transaction's commit
+	ckpts     []checkpoint
+	hbPending bool
+
+	scratch []byte
+	free    [][]byte // recycled part buffers
+	vals    [][]byte
+	oldVals [][]byte
+}
+
+// replicate runs one replication session until an error or ctx is done.
+func (i *Ingest) replicate(ctx context.Context, nc *nats.Conn, ckpts <-chan checkpoint) error {
+	if !nc.IsConnected() {
+		return fmt.Errorf("ingest: NATS is not connected (%v)", nc.Status())
+	}
+	// Forget disconnects from before this session.
+	select {
+	case <-i.natsDown:
+	default:
+	}
+	s := &session{i: i, cfg: &i.cfg, nc: nc, rels: make(map[uint32]*boundRel), reconnects: nc.Stats().Reconnects}
+	defer s.close()
+	if err := s.connect(ctx); err != nil {
+		return err
+	}
+	i.m.sessions.Inc()
+	return s.loop(ctx, ckpts)
+}
+
+func (s *session) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if s.repl != nil {
+		_ = s.repl.Close(ctx)
+	}
+	if s.query != nil {
+		_ = s.query.Close(ctx)
+	}
+}
+
+// connect opens the query and replication connections, creates the slot if
+// missing and starts replication from the slot's confirmed position.
+func (s *session) connect(ctx context.Context) error {
+	qcfg, err := pgx.ParseConfig(s.cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("ingest: parse DatabaseURL: %w", err)
+	}
+	schema.ApplySessionSettings(&qcfg.Config)
+	if s.query, err = pgx.ConnectConfig(ctx, qcfg); err != nil {
+		return fmt.Errorf("ingest: connect query connection: %w", err)
+	}
+	if s.types, err = schema.LoadTypes(ctx, s.query); err != nil {
+		return fmt.Errorf("ingest: load types: %w", err)
+	}
+	var xmax string
+	if err := s.query.QueryRow(ctx, "SELECT pg_snapshot_xmax(pg_current_snapshot())::text").Scan(&xmax); err != nil {
+		return fmt.Errorf("ingest: read next xid: %w", err)
+	}
+	x, err := schema.ParseXID8(xmax)
+	if err != nil {
+		return fmt.Errorf("ingest: read next xid: %w", err)
+	}
+	s.xidRef = uint64(x)
+
+	rcfg, err := pgconn.ParseConfig(s.cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("ingest: parse DatabaseURL: %w", err)
+	}
+	schema.ApplySessionSettings(rcfg)
+	rcfg.RuntimeParams["replication"] = "database"
+	if s.repl, err = pgconn.ConnectConfig(ctx, rcfg); err != nil {
+		return fmt.Errorf("ingest: connect replication connection: %w", err)
+	}
+
+	var confirmed *string
+	err = s.query.QueryRow(ctx, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", s.cfg.SlotName).Scan(&confirmed)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		res, cerr := pglogrepl.CreateReplicationSlot(ctx, s.repl, s.cfg.SlotName, "pgoutput",
+			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication})
+		var pgErr *pgconn.PgError
+		if cerr != nil && !(errors.As(cerr, &pgErr) && pgErr.Code == "42710") { // duplicate_object: created concurrently
+			return fmt.Errorf("ingest: create replication slot %q: %w", s.cfg.SlotName, cerr)
+		}
+		if cerr == nil {
+			s.i.log.Info("created replication slot", "slot", s.cfg.SlotName, "consistent_point", res.ConsistentPoint)
+			if l, perr := schema.ParseLSN(res.ConsistentPoint); perr == nil {
+				s.acked = uint64(l)
+			}
+		}
+	case err != nil:
+		return fmt.Errorf("ingest: look up replication slot %q: %w", s.cfg.SlotName, err)
+	case confirmed != nil:
+		l, perr := schema.ParseLSN(*confirmed)
+		if perr != nil {
+			return fmt.Errorf("ingest: slot position: %w", perr)
+		}
+		s.acked = uint64(l)
+	}
+	// Everything up to the slot's confirmed position was published (by
+	// this process or a previous leader) before it was acknowledged.
+	s.i.d = max(s.i.d, s.acked)
+
+	err = pglogrepl.StartReplication(ctx, s.repl, s.cfg.SlotName, 0, pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{"proto_version '1'", "publication_names '" + s.cfg.Publication + "'"},
+	})
+	if err != nil {
+		return fmt.Errorf("ingest: start replication on slot %q: %w", s.cfg.SlotName, err)
+	}
+	s.i.log.Info("replication started", "slot", s.cfg.SlotName, "publication", s.cfg.Publication,
+		"from", schema.LSN(s.acked), "d", schema.LSN(s.i.d))
+	return nil
+}
+
+// byteBudget bounds the decoded bytes queued between the reader and the
+// main loop. There is one acquirer (the reader).
+type byteBudget struct {
+	max   int64
+	used  atomic.Int64
+	freed chan struct{}
+}
+
+func (b *byteBudget) acquire(ctx context.Context, n int64) error {
+	for {
+		u := b.used.Load()
+		if u == 0 || u+n <= b.max {
+			b.used.Add(n)
+			return nil
+		}
+		select {
+		case <-b.freed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (b *byteBudget) release(n int64) {
+	b.used.Add(-n)
+	select {
+	case b.freed <- struct{}{}:
+	default:
+	}
+}
+
+type inMsg struct {
+	m    *walMessage
+	size int64
+}
+
+// read receives replication messages, decodes them and passes them on
+// until an error.
+func (s *session) read(ctx context.Context, out chan<- inMsg, budget *byteBudget) error {
+	for {
+		msg, err := s.repl.ReceiveMessage(ctx)
+		if err != nil {
+			return fmt.Errorf("ingest: receive from replication connection: %w", err)
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.CopyData:
+			buf := bytes.Clone(msg.Data)
+			m, err := decodeCopyData(buf)
+			if err != nil {
+				return err
+			}
+			n := int64(len(buf))
+			if err := budget.acquire(ctx, n); err != nil {
+				return err
+			}
+			select {
+			case out <- inMsg{m, n}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("ingest: replication: %w", pgconn.ErrorResponseToPgError(msg))
+		case *pgproto3.CopyDone:
+			return errors.New("ingest: the server ended the replication stream")
+		}
+	}
+}
+
+// loop is the one goroutine that owns publishing order.
+func (s *session) loop(ctx context.Context, ckpts <-chan checkpoint) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	barriers := make(chan *nats.Msg, 1024)
+	bsub, err := s.nc.ChanSubscribe(schema.SubjectBarrier, barriers)
+	if err != nil {
+		return fmt.Errorf("ingest: subscribe %s: %w", schema.SubjectBarrier, err)
+	}
+	defer bsub.Unsubscribe()
+	positions := make(chan *nats.Msg, 1024)
+	psub, err := s.nc.ChanSubscribe(schema.SubjectPosition, positions)
+	if err != nil {
+		return fmt.Errorf("ingest: subscribe %s: %w", schema.SubjectPosition, err)
+	}
+	defer psub.Unsubscribe()
+	for _, sub := range []*nats.Subscription{bsub, psub} {
+		_ = sub.SetPendingLimits(-1, -1)
+	}
+	if err := s.nc.FlushTimeout(flushTimeout); err != nil {
+		return fmt.Errorf("ingest: flush subscriptions: %w", err)
+	}
+
+	msgs := make(chan inMsg, 4096)
+	budget := &byteBudget{max: readBudget, freed: make(chan struct{}, 1)}
+	var readErr error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		readErr = s.read(ctx, msgs, budget)
+		cancel()
+	}()
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+
+	hb := time.NewTicker(s.cfg.HeartbeatInterval)
+	defer hb.Stop()
+	s.i.update(func(st *State) { st.Streaming, st.LastError = true, "" })
+	// Ask for the position right away so a quiet system gets a first
+	// heartbeat quickly.
+	s.hbPending = true
+	if err := s.sendStatus(true); err != nil {
+		return err
+	}
+
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			if readErr != nil && !errors.Is(readErr, context.Canceled) {
+				return readErr
+			}
+			return ctx.Err()
+		case in := <-msgs:
+			err := s.handle(ctx, in.m)
+			budget.release(in.size)
+			if err != nil {
+				return err
+			}
+		case req := <-barriers:
+			if err := s.barrier(req); err != nil {
+				return err
+			}
+		case req := <-positions:
+			if err := s.position(req); err != nil {
+				return err
+			}
+		case cp := <-ckpts:
+			s.xidRef = max(s.xidRef, cp.xmax)
+			if len(s.ckpts) == maxPendingCkpt {
+				s.ckpts = s.ckpts[1:]
+			}
+			s.ckpts = append(s.ckpts, cp)
+		case <-hb.C:
+			if s.hbPending {
+				// No keepalive answered the last request: publish anyway.
+				if err := s.heartbeat(); err != nil {
+					return err
+				}
+			}
+			s.hbPending = true
+			if err := s.sendStatus(true); err != nil {
+				return err
+			}
+		case <-s.i.natsDown:
+			return errNATSDown
+		}
+	}
+}
+
+// sendStatus acknowledges s.acked to the server.
+func (s *session) sendStatus(replyRequested bool) error {
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.repl, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pglogrepl.LSN(s.acked),
+		WALFlushPosition: pglogrepl.LSN(s.acked),
+		WALApplyPosition: pglogrepl.LSN(s.acked),
+		ReplyRequested:   replyRequested,
+	})
+	if err != nil {
+		return fmt.Errorf("ingest: send standby status: %w", err)
+	}
+	return nil
+}
+
+// heartbeat publishes D (with the newest checkpoint D has passed), makes
+// sure NATS accepted everything so far and then acknowledges D.
+func (s *session) heartbeat() error {
+	s.hbPending = false
+	d := s.i.d
+	h := schema.Heartbeat{K: schema.KindHeartbeat, Epoch: s.cfg.Epoch, D: schema.LSN(d), Time: time.Now().UTC()}
+	n := 0
+	for n < len(s.ckpts) && s.ckpts[n].lsn <= d {
+		n++
+	}
+	if n > 0 {
+		cp := s.ckpts[n-1]
+		h.Checkpoint = &schema.Checkpoint{LSN: schema.LSN(cp.lsn), XMin: schema.XID8(cp.xmin)}
+		s.ckpts = s.ckpts[n:]
+	}
+	if err := s.publishJSON(schema.SubjectControl, h); err != nil {
+		return err
+	}
+	if err := s.nc.FlushTimeout(flushTimeout); err != nil {
+		s.i.m.publishErrors.Inc()
+		return fmt.Errorf("ingest: flush NATS: %w", err)
+	}
+	if s.nc.Stats().Reconnects != s.reconnects {
+		return errNATSDown
+	}
+	s.acked = max(s.acked, d)
+	s.i.m.decoded.Set(float64(d))
+	s.i.m.acked.Set(float64(s.acked))
+	s.i.update(func(st *State) {
+		st.D, st.Acked, st.LastProgress = schema.LSN(d), schema.LSN(s.acked), time.Now()
+	})
+	return s.sendStatus(false)
+}
+
+func (s *session) publishJSON(subject string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("ingest: encode %T: %w", v, err)
+	}
+	return s.publish(subject, b)
+}
+
+func (s *session) publish(subject string, data []byte) error {
+	if err := s.nc.Publish(subject, data); err != nil {
+		s.i.m.publishErrors.Inc()
+		return fmt.Errorf("ingest: publish on %s: %w", subject, err)
+	}
+	s.i.m.messages.Inc()
+	s.i.m.bytes.Add(float64(len(data)))
+	return nil
+}
+
+// barrier answers a BarrierRequest (rule 2).
+func (s *session) barrier(req *nats.Msg) error {
+	var br schema.BarrierRequest
+	if err := json.Unmarshal(req.Data, &br); err != nil {
+		return s.reply(req, schema.BarrierReply{Epoch: s.cfg.Epoch, D: schema.LSN(s.i.d), Error: "bad barrier request: " + err.Error()})
+	}
+	if _, _, err := schema.ParseDataSubject(br.Subject); err != nil {
+		return s.reply(req, schema.BarrierReply{Epoch: s.cfg.Epoch, D: schema.LSN(s.i.d), Error: err.Error()})
+	}
+	if s.tx.open && s.tx.chunked[br.Subject] {
+		// A chunk of the open transaction went out on this subject: a
+		// barrier now would split the transaction around it.
+		s.deferred = append(s.deferred, req)
+		return nil
+	}
+	return s.publishBarrier(req, br)
+}
+
+func (s *session) publishBarrier(req *nats.Msg, br schema.BarrierRequest) error {
+	d := schema.LSN(s.i.d)
+	if err := s.publishJSON(br.Subject, schema.Barrier{K: schema.KindBarrier, Epoch: s.cfg.Epoch, ID: br.ID, D: d}); err != nil {
+		return err
+	}
+	return s.reply(req, schema.BarrierReply{Epoch: s.cfg.Epoch, D: d})
+}
+
+func (s *session) position(req *nats.Msg) error {
+	return s.reply(req, schema.PositionReply{Epoch: s.cfg.Epoch, D: schema.LSN(s.i.d)})
+}
+
+func (s *session) reply(req *nats.Msg, v any) error {
+	if req.Reply == "" {
+		return nil
+	}
+	return s.publishJSON(req.Reply, v)
+}
+
+// fullXID widens a 32-bit xid from BEGIN to an xid8 using a recent next-xid
+// reference: both are within 2^31 of each other.
+func (s *session) fullXID(x uint32) uint64 {
+	delta := int32(x - uint32(s.xidRef))
+	return uint64(int64(s.xidRef) + int64(delta))
+}
+
+// handle processes one decoded replication message.
+func (s *session) handle(ctx context.Context, m *walMessage) error {
+	switch m.Kind {
+	case kindKeepalive:
+		s.walEnd = max(s.walEnd, m.WALEnd)
+		if !s.tx.open && m.WALEnd > s.i.d {
+			// Rule 1: with no transaction open, everything the server
+			// decoded up to its WAL end has been published.
+			s.i.d = m.WALEnd
+		}
+		if s.walEnd > s.i.d {
+			s.i.m.lagBytes.Set(float64(s.walEnd - s.i.d))
+		} else {
+			s.i.m.lagBytes.Set(0)
+			s.i.m.lagSeconds.Set(0)
+		}
+		if s.hbPending {
+			return s.heartbeat()
+		}
+		if m.ReplyRequested {
+			return s.sendStatus(false)
+		}
+	case kindBegin:
+		if s.tx.open {
+			return fmt.Errorf("%w: BEGIN inside a transaction", ErrMalformed)
+		}
+		s.tx.begin(schema.XID8(s.fullXID(m.XID)), m.CommitTime)
+	case kindCommit:
+		if !s.tx.open {
+			return fmt.Errorf("%w: COMMIT outside a transaction", ErrMalformed)
+		}
+		return s.commit(m)
+	case kindRelation:
+		return s.relation(ctx, m.Rel)
+	case kindInsert, kindUpdate, kindDelete:
+		return s.change(m)
+	case kindTruncate:
+		if !s.tx.open {
+			return fmt.Errorf("%w: TRUNCATE outside a transaction", ErrMalformed)
+		}
+		for _, id := range m.RelIDs {
+			if b := s.rels[id]; b != nil && b.kind != relIgnored {
+				s.tx.addResync(b.table, "", "truncate")
+			}
+		}
+	case kindOrigin, kindType, kindMessage:
+	}
+	return nil
+}
+
+// relation binds a Relation message and detects schema changes.
+func (s *session) relation(ctx context.Context, rel *relation) error {
+	b, err := bindRelation(ctx, s.query, s.types, rel)
+	if err != nil {
+		return err
+	}
+	prev := s.i.relCache[rel.ID]
+	s.i.relCache[rel.ID] = rel
+	s.rels[rel.ID] = b
+	name := rel.Namespace + "." + rel.Name
+	switch {
+	case b.kind == relIgnored:
+		if !s.i.ignored[name] {
+			s.i.ignored[name] = true
+			s.i.log.Info("ignoring relation that is not a sync table", "relation", name)
+		}
+		return nil
+	case b.failed != "":
+		s.i.log.Error("sync table cannot be streamed; its changes become resync markers", "relation", name, "reason", b.failed)
+	}
+	if prev != nil && !sameColumns(prev, rel) {
+		s.i.log.Info("schema change of a sync table", "table", b.table)
+		if err := s.types.Refresh(ctx, s.query); err != nil {
+			return fmt.Errorf("ingest: reload types: %w", err)
+		}
+		if s.tx.open {
+			s.tx.addResync(b.table, "", "schema_change")
+		} else {
+			return s.publishResync(schema.Resync{Table: b.table, Reason: "schema_change", LSN: schema.LSN(s.i.d)})
+		}
+	}
+	return nil
+}
+
+func (s *session) publishResync(r schema.Resync) error {
+	r.K, r.Epoch = schema.KindResync, s.cfg.Epoch
+	s.i.m.resyncs.Inc()
+	return s.publishJSON(schema.SubjectControl, r)
+}
