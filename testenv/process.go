@@ -82,9 +82,16 @@ func StartProcess(t testing.TB, name string, cmd *exec.Cmd) *Process {
 		close(p.done)
 	}()
 	t.Cleanup(func() {
-		_ = p.Kill()
+		status := "still running"
+		if err := p.Kill(); err != nil {
+			t.Logf("%v", err)
+		} else if p.err != nil {
+			status = p.err.Error()
+		} else {
+			status = "exit status 0"
+		}
 		if t.Failed() {
-			t.Logf("testenv: output of process %s (pid %d, %v):\n%s", name, p.Pid(), p.err, p.Output())
+			t.Logf("testenv: output of process %s (pid %d, %s):\n%s", name, p.Pid(), status, p.Output())
 		}
 	})
 	return p
