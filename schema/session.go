@@ -28,7 +28,8 @@ func SessionParams() map[string]string {
 // ConnConfigOptions returns SessionSettings as a libpq "options" value:
 // "-c client_encoding=UTF8 -c DateStyle=ISO,MDY ...". Append it to a
 // connection string (options=...) when the connection is not configured
-// through ApplySessionSettings.
+// through ApplySessionSettings. In a URL, escape its spaces as %20 (pgx does
+// not read '+' as a space).
 func ConnConfigOptions() string {
 	var b strings.Builder
 	for i, kv := range strings.Split(SessionSettings, "; ") {

@@ -10,6 +10,13 @@ import (
 )
 
 // Querier runs a query. *pgx.Conn, *pgxpool.Pool and pgx.Tx satisfy it.
+//
+// Values given to the codec must be in text format: a catch-up query asks
+// for it with pgx.QueryResultFormats{pgx.TextFormatCode} as the first
+// argument (or pgconn's ExecParams with text result formats) and passes
+// rows.RawValues() to RowEncoder.AppendRow, with columns built from
+// rows.FieldDescriptions() (Name, DataTypeOID). The connection must use
+// SessionSettings (ApplySessionSettings).
 type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
