@@ -18,12 +18,8 @@ var ErrBadFrame = errors.New("client: malformed server frame")
 // are checked to be JSON objects; they are decoded into Rows when applied.
 func decodeServerFrame(b []byte) (*schema.ServerFrame, error) {
 	var f schema.ServerFrame
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(&f); err != nil {
+	if err := json.Unmarshal(b, &f); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadFrame, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: trailing data", ErrBadFrame)
 	}
 	if err := validateServerFrame(&f); err != nil {
 		return nil, err
