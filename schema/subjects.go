@@ -55,6 +55,11 @@ func UnescapeToken(tok string) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("%w: bad escaped token %q", ErrBadSubject, tok)
 		}
+		if isPlainToken(string(b)) || EscapeToken(string(b)) != tok {
+			// Only the canonical form is accepted, so every subject
+			// names exactly one string.
+			return "", fmt.Errorf("%w: non-canonical escaped token %q", ErrBadSubject, tok)
+		}
 		return string(b), nil
 	}
 	if !isPlainToken(tok) {
