@@ -495,3 +495,20 @@ func (e *env) tableRows(table, org string) []string {
 
 var _ = io.EOF
 var _ = nats.ErrTimeout
+
+// resume copies subscription id's state from old and subscribes with its
+// cursor and LSN.
+func (c *tclient) resume(old *tclient, id string) {
+	old.mu.Lock()
+	o := old.subs[id]
+	s := &tsub{table: o.table, org: o.org, key: o.key, view: map[string]json.RawMessage{}, lsn: o.lsn, cursor: o.cursor, live: false}
+	for k, v := range o.view {
+		s.view[k] = v
+	}
+	old.mu.Unlock()
+	c.mu.Lock()
+	c.subs[id] = s
+	c.mu.Unlock()
+	lsn := s.lsn
+	c.sendJSON(schema.ClientFrame{Type: schema.FrameSubscribe, ID: id, Table: s.table, Org: s.org, Cursor: s.cursor, LSN: &lsn})
+}
