@@ -16,14 +16,14 @@ import (
 
 // Defaults for Config fields left zero.
 const (
-	DefaultMaxFrameBytes       = 1 << 20
-	DefaultOutboundQueue       = 1024
-	DefaultSnapshotBufferLimit = 10000
-	DefaultBarrierTimeout      = time.Second
-	DefaultHeartbeatTimeout    = 3 * time.Second
-	DefaultMutationTimeout     = 5 * time.Second
-	DefaultAuthTimeout         = 10 * time.Second
-	DefaultWriteTimeout        = 10 * time.Second
+	DefaultMaxFrameBytes        = 1 << 20
+	DefaultOutboundQueue        = 1024
+	DefaultSnapshotBufferLimit  = 10000
+	DefaultBarrierTimeout       = time.Second
+	DefaultHeartbeatTimeout     = 3 * time.Second
+	DefaultMutationTimeout      = 5 * time.Second
+	DefaultAuthTimeout          = 10 * time.Second
+	DefaultWriteTimeout         = 10 * time.Second
 	DefaultMaxMutationsInFlight = 64
 )
 

@@ -155,4 +155,3 @@ func TestTokenRefresh(t *testing.T) {
 	default:
 	}
 }
-

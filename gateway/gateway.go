@@ -193,7 +193,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// runCatchup runs one catch-up and streams it to the connection: 
+// runCatchup runs one catch-up and streams it to the connection:
 // snapshot_begin, then snapshot batches; the hub is told the result.
 func (g *Gateway) runCatchup(ctx context.Context, h *hub, s *sub, gen int, c *conn, id string, key []string, req catchup.Request) {
 	began := false

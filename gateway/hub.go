@@ -673,13 +673,13 @@ func (h *hub) removeConn(hc *hconn) {
 
 // subscribeReq is a validated subscribe frame.
 type subscribeReq struct {
-	id      string
-	table   *schema.Table
-	org     string
-	proj    *catchup.Projection
-	cols    []string
-	cursor  *schema.XID8
-	lsn     schema.LSN
+	id     string
+	table  *schema.Table
+	org    string
+	proj   *catchup.Projection
+	cols   []string
+	cursor *schema.XID8
+	lsn    schema.LSN
 }
 
 func (h *hub) subscribe(hc *hconn, r subscribeReq) {
