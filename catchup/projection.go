@@ -259,7 +259,9 @@ func (s *scanner) str(buf *[]byte) ([]byte, error) {
 			return *buf, nil
 		case c == '\\':
 			escaped = true
-			s.i += 2
+			if !s.escape() {
+				return nil, s.fail("bad string escape")
+			}
 		case c < 0x20:
 			return nil, s.fail("control character in string")
 		default:
@@ -267,6 +269,30 @@ func (s *scanner) str(buf *[]byte) ([]byte, error) {
 		}
 	}
 	return nil, s.fail("unterminated string")
+}
+
+// escape checks the escape sequence at s.i (a backslash) and moves past it.
+func (s *scanner) escape() bool {
+	if s.i+1 >= len(s.b) {
+		return false
+	}
+	switch s.b[s.i+1] {
+	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+		s.i += 2
+		return true
+	case 'u':
+		if s.i+6 > len(s.b) {
+			return false
+		}
+		for _, h := range s.b[s.i+2 : s.i+6] {
+			if !('0' <= h && h <= '9' || 'a' <= h && h <= 'f' || 'A' <= h && h <= 'F') {
+				return false
+			}
+		}
+		s.i += 6
+		return true
+	}
+	return false
 }
 
 // value skips one JSON value.
