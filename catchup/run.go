@@ -232,8 +232,8 @@ func (r *run) begin(ctx context.Context, conn *pgxpool.Conn) (pgx.Tx, snapshotIn
 			return nil, snapshotInfo{}, fmt.Errorf("catchup: begin: %w", err)
 		}
 		var (
-			s                                snapshotInfo
-			xmin, xmax, u, horizon           string
+			s                               snapshotInfo
+			xmin, xmax, u, horizon          string
 			committedInProgress, inRecovery bool
 		)
 		err = tx.QueryRow(ctx, snapshotSQL).Scan(&xmin, &xmax, &s.snapshot, &inRecovery, &u, &committedInProgress, &horizon)
@@ -397,4 +397,3 @@ func (b *batcher) flush() error {
 	b.bytes += size
 	return nil
 }
-
