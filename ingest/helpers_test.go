@@ -25,10 +25,11 @@ import (
 
 // Environment of a re-executed test binary running an ingest (role "ingest").
 const (
-	envDB   = "RIPPLE_TEST_DATABASE_URL"
-	envNATS = "RIPPLE_TEST_NATS_URL"
-	envSlot = "RIPPLE_TEST_SLOT"
-	envMax  = "RIPPLE_TEST_MAX_BUFFERED"
+	envDB     = "RIPPLE_TEST_DATABASE_URL"
+	envNATS   = "RIPPLE_TEST_NATS_URL"
+	envSlot   = "RIPPLE_TEST_SLOT"
+	envMax    = "RIPPLE_TEST_MAX_BUFFERED"
+	envMaxMsg = "RIPPLE_TEST_MAX_MESSAGE"
 )
 
 func TestMain(m *testing.M) {
@@ -50,6 +51,9 @@ func runIngestChild() int {
 		StandbyPollInterval: 200 * time.Millisecond,
 		CheckpointInterval:  500 * time.Millisecond,
 		Logger:              slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	}
+	if v := os.Getenv(envMaxMsg); v != "" {
+		fmt.Sscan(v, &cfg.MaxMessageBytes)
 	}
 	if v := os.Getenv(envMax); v != "" {
 		fmt.Sscan(v, &cfg.MaxBufferedBytes)
@@ -190,48 +194,76 @@ type rec struct {
 	at      time.Time
 }
 
-// collector records every message of its subscriptions in arrival order
-// (one channel, so order across subjects is kept).
+// collector records every message of its subjects in arrival order: one
+// wildcard subscription (one delivery goroutine, so the publisher's order
+// across subjects is kept) that stamps each message when NATS delivers it.
 type collector struct {
 	t    testing.TB
 	mu   sync.Mutex
 	recs []rec
-	ch   chan *nats.Msg
+	ch   chan stamped
 	done chan struct{}
+}
+
+type stamped struct {
+	m  *nats.Msg
+	at time.Time
 }
 
 func collect(t testing.TB, nc *nats.Conn, subjects ...string) *collector {
 	t.Helper()
-	c := &collector{t: t, ch: make(chan *nats.Msg, 1<<16), done: make(chan struct{})}
-	for _, s := range subjects {
-		sub, err := nc.ChanSubscribe(s, c.ch)
-		if err != nil {
-			t.Fatal(err)
+	c := &collector{t: t, ch: make(chan stamped, 1<<16), done: make(chan struct{})}
+	sub, err := nc.Subscribe(">", func(m *nats.Msg) {
+		for _, s := range subjects {
+			if subjectMatches(s, m.Subject) {
+				c.ch <- stamped{m, time.Now()}
+				return
+			}
 		}
-		_ = sub.SetPendingLimits(-1, -1)
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
+	_ = sub.SetPendingLimits(-1, -1)
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	go func() {
 		defer close(c.done)
-		for m := range c.ch {
-			r, err := decodeRec(m)
+		for sm := range c.ch {
+			r, err := decodeRec(sm.m)
 			if err != nil {
-				t.Errorf("decode %s: %v: %s", m.Subject, err, m.Data)
+				t.Errorf("decode %s: %v: %.300s", sm.m.Subject, err, sm.m.Data)
 				continue
 			}
+			r.at = sm.at
 			c.mu.Lock()
 			c.recs = append(c.recs, r)
 			c.mu.Unlock()
 		}
 	}()
 	t.Cleanup(func() {
+		_ = sub.Unsubscribe()
 		nc.Close()
 		close(c.ch)
 		<-c.done
 	})
 	return c
+}
+
+// subjectMatches reports whether subject matches a NATS subscription
+// pattern with '*' and '>' wildcards.
+func subjectMatches(pattern, subject string) bool {
+	p, s := strings.Split(pattern, "."), strings.Split(subject, ".")
+	for i, tok := range p {
+		if tok == ">" {
+			return len(s) > i
+		}
+		if i >= len(s) || (tok != "*" && tok != s[i]) {
+			return false
+		}
+	}
+	return len(p) == len(s)
 }
 
 func decodeRec(m *nats.Msg) (rec, error) {

@@ -52,7 +52,8 @@ type session struct {
 	ckpts     []checkpoint
 	hbPending bool
 
-	scratch []byte
+	scratch []byte   // message being published
+	tail    []byte   // an op moved out of a part while it is flushed
 	free    [][]byte // recycled part buffers
 	vals    [][]byte
 	oldVals [][]byte

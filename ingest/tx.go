@@ -244,13 +244,12 @@ func (s *session) addOp(b *boundRel, vals [][]byte, op string) error {
 	}
 	if p.nops > 0 && p.hdr+len(p.ops)+2 > s.cfg.MaxMessageBytes {
 		// Send what was there as a chunk and keep the new op.
-		op := append(s.scratch[:0], p.ops[start:]...)
+		s.tail = append(s.tail[:0], p.ops[start:]...)
 		p.ops = p.ops[:before]
 		if err := s.flushChunk(p); err != nil {
 			return err
 		}
-		p.ops = append(p.ops[:0], op...)
-		s.scratch = op[:0]
+		p.ops = append(p.ops[:0], s.tail...)
 		before = 0
 	}
 	p.nops++
