@@ -58,26 +58,52 @@ func parseBuiltin(args json.RawMessage, need ...string) (builtinArgs, map[string
 	return a, objs, nil
 }
 
-func insertMutator(ctx context.Context, tx *Tx, _ schema.Claims, args json.RawMessage) (any, error) {
+// preparer prepares a built-in write from its args.
+type preparer func(ctx context.Context, tx *Tx, args json.RawMessage) (*prepared, error)
+
+// builtinPreparer returns the built-in mutator of that name as a preparer,
+// or nil.
+func builtinPreparer(name string) preparer {
+	switch name {
+	case MutatorInsert:
+		return prepInsertArgs
+	case MutatorUpdate:
+		return prepUpdateArgs
+	case MutatorDelete:
+		return prepDeleteArgs
+	}
+	return nil
+}
+
+func prepInsertArgs(ctx context.Context, tx *Tx, args json.RawMessage) (*prepared, error) {
 	a, o, err := parseBuiltin(args, "row")
 	if err != nil {
 		return nil, err
 	}
-	return tx.insert(ctx, a.Table, o["row"])
+	return tx.prepInsert(ctx, a.Table, o["row"])
 }
 
-func updateMutator(ctx context.Context, tx *Tx, _ schema.Claims, args json.RawMessage) (any, error) {
+func prepUpdateArgs(ctx context.Context, tx *Tx, args json.RawMessage) (*prepared, error) {
 	a, o, err := parseBuiltin(args, "key", "set")
 	if err != nil {
 		return nil, err
 	}
-	return tx.update(ctx, a.Table, o["key"], o["set"])
+	return tx.prepUpdate(ctx, a.Table, o["key"], o["set"])
 }
 
-func deleteMutator(ctx context.Context, tx *Tx, _ schema.Claims, args json.RawMessage) (any, error) {
+func prepDeleteArgs(ctx context.Context, tx *Tx, args json.RawMessage) (*prepared, error) {
 	a, o, err := parseBuiltin(args, "key")
 	if err != nil {
 		return nil, err
 	}
-	return tx.delete(ctx, a.Table, o["key"])
+	return tx.prepDelete(ctx, a.Table, o["key"])
+}
+
+// builtinMutator turns a preparer into a Mutator that prepares and runs the
+// write in one go.
+func builtinMutator(prep preparer) Mutator {
+	return func(ctx context.Context, tx *Tx, _ schema.Claims, args json.RawMessage) (any, error) {
+		p, err := prep(ctx, tx, args)
+		return tx.run(ctx, p, err)
+	}
 }

@@ -36,6 +36,9 @@ type outcome struct {
 	force *Rejection
 	// err: a transient failure; nothing recorded.
 	err error
+	// late: run again without preparing a built-in write before the
+	// transaction (its statements failed with the protocol's own).
+	late bool
 }
 
 // process executes one mutation request exactly once and returns the reply.
@@ -56,11 +59,13 @@ func (w *Writer) process(ctx context.Context, req schema.MutationRequest) schema
 		force = Reject(CodeForbidden, "the token grants no organisation to write")
 	}
 	var last outcome
+	late := false
 	for attempt := 1; attempt <= w.cfg.MaxAttempts; attempt++ {
 		if ctx.Err() != nil {
 			break
 		}
-		last = w.attempt(ctx, req, m, force)
+		last = w.attempt(ctx, req, m, force, late)
+		late = late || last.late
 		switch {
 		case last.force != nil:
 			force = last.force
@@ -88,7 +93,7 @@ func rejectedReply(base schema.MutationReply, code, msg string) schema.MutationR
 }
 
 // attempt runs the transaction once. See doc.go for the protocol.
-func (w *Writer) attempt(ctx context.Context, req schema.MutationRequest, m Mutator, force *Rejection) (out outcome) {
+func (w *Writer) attempt(ctx context.Context, req schema.MutationRequest, m Mutator, force *Rejection, late bool) (out outcome) {
 	base := schema.MutationReply{ClientID: req.ClientID, MutationID: req.MutationID}
 	conn, err := w.pool.Acquire(ctx)
 	if err != nil {
@@ -105,20 +110,43 @@ func (w *Writer) attempt(ctx context.Context, req schema.MutationRequest, m Muta
 		}
 	}()
 
+	// A built-in write whose table is cached is prepared before the
+	// transaction, so its statements travel in the first round trip. If the
+	// mutation turns out to be recorded already or out of order, they are
+	// rolled back with everything else.
+	tx := &Tx{cache: w.tables, claims: req.Claims, clientID: req.ClientID, mutationID: req.MutationID}
+	var early *prepared
+	if force == nil && !late {
+		if prep := builtinPreparer(req.Mutator); prep != nil {
+			if p, err := prep(ctx, tx, req.Args); err == nil {
+				early = p
+			}
+			// Otherwise the mutator runs the usual way, in the
+			// transaction, and meets the same problem there.
+			tx = &Tx{cache: w.tables, claims: req.Claims, clientID: req.ClientID, mutationID: req.MutationID}
+		}
+	}
+	tx.q = conn
+
 	// One round trip: begin, make sure the client's row exists, lock it
 	// (this serialises one client's mutations across all writers), look up
-	// a recorded outcome for this id, and set the savepoint the mutator
-	// runs under.
+	// a recorded outcome for this id, set the savepoint the mutator runs
+	// under, and (for a prepared built-in) write.
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	b.Queue(sqlEnsureClient, req.ClientID)
 	b.Queue(sqlLockClient, req.ClientID)
 	b.Queue(sqlStored, req.ClientID, req.MutationID)
 	b.Queue("SAVEPOINT mutation")
+	if early != nil {
+		early.queue(b)
+	}
 	var (
 		lastID int64
 		stored storedRow
 		found  bool
+		result any
+		merr   error
 	)
 	br := conn.SendBatch(ctx, b)
 	err = func() error {
@@ -138,10 +166,22 @@ func (w *Writer) attempt(ctx context.Context, req schema.MutationRequest, m Muta
 		default:
 			found = true
 		}
-		_, err := br.Exec()
-		return err
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+		if early != nil && !found && req.MutationID == lastID+1 {
+			result, merr = early.read(tx, early.t, br)
+		}
+		return nil
 	}()
 	if err != nil {
+		if early != nil {
+			// pgx prepares every statement of a batch before running
+			// any: a prepared write built from stale metadata fails the
+			// whole batch. Forget the metadata and run the write late.
+			w.tables.drop(early.t.Name)
+			return outcome{retry: true, late: true}
+		}
 		return failed(err)
 	}
 
@@ -167,8 +207,9 @@ func (w *Writer) attempt(ctx context.Context, req schema.MutationRequest, m Muta
 	var resultJSON []byte
 	var orgs []string
 	if rej == nil {
-		tx := &Tx{q: conn, cache: w.tables, claims: req.Claims, clientID: req.ClientID, mutationID: req.MutationID}
-		result, merr := m(ctx, tx, req.Claims, req.Args)
+		if early == nil {
+			result, merr = m(ctx, tx, req.Claims, req.Args)
+		}
 		if merr == nil && tx.poison != nil {
 			merr = tx.poison
 		}
@@ -193,7 +234,7 @@ func (w *Writer) attempt(ctx context.Context, req schema.MutationRequest, m Muta
 	org := recordOrg(req.Claims, orgs, rej != nil)
 	b = &pgx.Batch{}
 	var status string
-	var code, message, result *string
+	var code, message, resultText *string
 	if rej != nil {
 		b.Queue("ROLLBACK TO SAVEPOINT mutation")
 		status = schema.MutationRejected
@@ -202,10 +243,10 @@ func (w *Writer) attempt(ctx context.Context, req schema.MutationRequest, m Muta
 		status = schema.MutationApplied
 		if resultJSON != nil {
 			s := string(resultJSON)
-			result = &s
+			resultText = &s
 		}
 	}
-	b.Queue(sqlRecord, req.ClientID, req.MutationID, org, status, code, message, result)
+	b.Queue(sqlRecord, req.ClientID, req.MutationID, org, status, code, message, resultText)
 	b.Queue(sqlAdvance, req.ClientID, req.MutationID)
 	b.Queue("COMMIT")
 	var xid string

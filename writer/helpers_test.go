@@ -85,9 +85,13 @@ type env struct {
 	db   *pgx.Conn
 }
 
-func setup(t *testing.T) *env {
+func setup(t testing.TB) *env {
 	t.Helper()
-	pg := testenv.SharedPostgres(t)
+	return setupOn(t, testenv.SharedPostgres(t))
+}
+
+func setupOn(t testing.TB, pg *testenv.Postgres) *env {
+	t.Helper()
 	url := pg.CreateDatabase(t)
 	conn := pg.Connect(t, dbName(url))
 	ctx := context.Background()
@@ -115,15 +119,19 @@ func dbName(url string) string {
 
 // startWriter runs an in-process writer until the test ends and waits until
 // it serves. It returns the writer and its metrics registry.
-func (e *env) startWriter(t *testing.T) (*writer.Writer, *prometheus.Registry) {
+func (e *env) startWriter(t testing.TB, opts ...func(*writer.Config)) (*writer.Writer, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	w, err := writer.New(writer.Config{
+	cfg := writer.Config{
 		DatabaseURL: e.url,
 		NATSURL:     e.nats.URL(),
 		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Registerer:  reg,
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	w, err := writer.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

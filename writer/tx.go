@@ -166,7 +166,14 @@ func (tx *Tx) table(ctx context.Context, name string) (*table, error) {
 	return t, nil
 }
 
+// errNotPrepared is returned while preparing a built-in write outside the
+// transaction when the cached metadata does not suffice.
+var errNotPrepared = errors.New("writer: metadata not cached")
+
 func (tx *Tx) reload(ctx context.Context, name string) (*table, error) {
+	if tx.q == nil {
+		return nil, errNotPrepared
+	}
 	t, err := tx.cache.load(ctx, tx.q, name)
 	if err != nil {
 		return nil, err
@@ -308,7 +315,55 @@ func (tx *Tx) encode(t *table, vals [][]byte, keyOnly bool) (json.RawMessage, er
 	return out, nil
 }
 
+// prepared is a built-in write ready to send: its statements and the
+// function that reads their results. Preparing needs no round trip when the
+// table's metadata is cached, so the writer can send the statements in the
+// same round trip as the start of the transaction.
+type prepared struct {
+	t     *table
+	stmts []stmt
+	read  func(tx *Tx, t *table, br pgx.BatchResults) (json.RawMessage, error)
+}
+
+type stmt struct {
+	sql  string
+	args []any
+}
+
+func (p *prepared) queue(b *pgx.Batch) {
+	for _, s := range p.stmts {
+		b.Queue(s.sql, s.args...)
+	}
+}
+
+// run sends the statements and reads their results.
+func (tx *Tx) run(ctx context.Context, p *prepared, err error) (json.RawMessage, error) {
+	if err != nil {
+		return nil, err
+	}
+	b := &pgx.Batch{}
+	p.queue(b)
+	br := tx.q.SendBatch(ctx, b)
+	defer br.Close()
+	return p.read(tx, p.t, br)
+}
+
 func (tx *Tx) insert(ctx context.Context, name string, row map[string]json.RawMessage) (json.RawMessage, error) {
+	p, err := tx.prepInsert(ctx, name, row)
+	return tx.run(ctx, p, err)
+}
+
+func (tx *Tx) update(ctx context.Context, name string, key, set map[string]json.RawMessage) (json.RawMessage, error) {
+	p, err := tx.prepUpdate(ctx, name, key, set)
+	return tx.run(ctx, p, err)
+}
+
+func (tx *Tx) delete(ctx context.Context, name string, key map[string]json.RawMessage) (json.RawMessage, error) {
+	p, err := tx.prepDelete(ctx, name, key)
+	return tx.run(ctx, p, err)
+}
+
+func (tx *Tx) prepInsert(ctx context.Context, name string, row map[string]json.RawMessage) (*prepared, error) {
 	t, err := tx.table(ctx, name)
 	if err != nil {
 		return nil, err
@@ -349,27 +404,14 @@ func (tx *Tx) insert(ctx context.Context, name string, row map[string]json.RawMe
 	} else {
 		sql = "INSERT INTO " + t.ident + " (" + cols.String() + ") VALUES (" + vals.String() + ") RETURNING " + t.returning
 	}
-	rows, err := tx.q.Query(ctx, sql, p.args...)
-	if err != nil {
-		return nil, tx.stmtError(t, err)
-	}
-	out, ok, err := scanRow(rows)
-	if err != nil {
-		return nil, tx.stmtError(t, err)
-	}
-	if !ok {
-		// A BEFORE trigger returned NULL: nothing was inserted.
-		return nil, Reject(CodeInternal, "the insert into %q wrote no row", t.Name)
-	}
-	if rej := tx.checkRoot(t, out[t.rootIdx], "as written"); rej != nil {
-		tx.poison = rej
-		return nil, rej
-	}
-	tx.touch(string(out[t.rootIdx]))
-	return tx.encode(t, out, false)
+	return &prepared{t: t, stmts: []stmt{{sql, p.args}}, read: readInsert}, nil
 }
 
-func (tx *Tx) update(ctx context.Context, name string, key, set map[string]json.RawMessage) (json.RawMessage, error) {
+func readInsert(tx *Tx, t *table, br pgx.BatchResults) (json.RawMessage, error) {
+	return tx.readInsert(t, br)
+}
+
+func (tx *Tx) prepUpdate(ctx context.Context, name string, key, set map[string]json.RawMessage) (*prepared, error) {
 	t, err := tx.table(ctx, name)
 	if err != nil {
 		return nil, err
@@ -413,17 +455,22 @@ func (tx *Tx) update(ctx context.Context, name string, key, set map[string]json.
 		sets.WriteString(" = ")
 		sets.WriteString(ph)
 	}
-	// One round trip: lock and read the row as it is, then update it. The
-	// lock is taken first, so the row read is the one updated.
-	b := &pgx.Batch{}
-	b.Queue("SELECT "+t.returning+" FROM "+t.ident+" WHERE "+where+" FOR UPDATE", kp.args...)
-	b.Queue("UPDATE "+t.ident+" SET "+sets.String()+" WHERE "+where+" RETURNING "+t.returning, up.args...)
-	br := tx.q.SendBatch(ctx, b)
-	defer br.Close()
-	return tx.lockedWrite(ctx, br, t, false)
+	// Lock and read the row as it is, then update it. The lock is taken
+	// first, so the row read is the one updated.
+	return &prepared{t: t, stmts: []stmt{
+		{"SELECT " + t.returning + " FROM " + t.ident + " WHERE " + where + " FOR UPDATE", kp.args},
+		{"UPDATE " + t.ident + " SET " + sets.String() + " WHERE " + where + " RETURNING " + t.returning, up.args},
+	}, read: readUpdate}, nil
 }
 
-func (tx *Tx) delete(ctx context.Context, name string, key map[string]json.RawMessage) (json.RawMessage, error) {
+func readUpdate(tx *Tx, t *table, br pgx.BatchResults) (json.RawMessage, error) {
+	return tx.lockedWrite(t, br, false)
+}
+func readDelete(tx *Tx, t *table, br pgx.BatchResults) (json.RawMessage, error) {
+	return tx.lockedWrite(t, br, true)
+}
+
+func (tx *Tx) prepDelete(ctx context.Context, name string, key map[string]json.RawMessage) (*prepared, error) {
 	t, err := tx.table(ctx, name)
 	if err != nil {
 		return nil, err
@@ -433,19 +480,40 @@ func (tx *Tx) delete(ctx context.Context, name string, key map[string]json.RawMe
 	if err != nil {
 		return nil, err
 	}
-	b := &pgx.Batch{}
-	b.Queue("SELECT "+t.returning+" FROM "+t.ident+" WHERE "+where+" FOR UPDATE", p.args...)
-	b.Queue("DELETE FROM "+t.ident+" WHERE "+where+" RETURNING "+t.returning, p.args...)
-	br := tx.q.SendBatch(ctx, b)
-	defer br.Close()
-	return tx.lockedWrite(ctx, br, t, true)
+	return &prepared{t: t, stmts: []stmt{
+		{"SELECT " + t.returning + " FROM " + t.ident + " WHERE " + where + " FOR UPDATE", p.args},
+		{"DELETE FROM " + t.ident + " WHERE " + where + " RETURNING " + t.returning, p.args},
+	}, read: readDelete}, nil
+}
+
+// readInsert reads the result of a prepared insert and checks the row as
+// written.
+func (tx *Tx) readInsert(t *table, br pgx.BatchResults) (json.RawMessage, error) {
+	rows, err := br.Query()
+	if err != nil {
+		return nil, tx.stmtError(t, err)
+	}
+	out, ok, err := scanRow(rows)
+	if err != nil {
+		return nil, tx.stmtError(t, err)
+	}
+	if !ok {
+		// A BEFORE trigger returned NULL: nothing was inserted.
+		return nil, Reject(CodeInternal, "the insert into %q wrote no row", t.Name)
+	}
+	if rej := tx.checkRoot(t, out[t.rootIdx], "as written"); rej != nil {
+		tx.poison = rej
+		return nil, rej
+	}
+	tx.touch(string(out[t.rootIdx]))
+	return tx.encode(t, out, false)
 }
 
 // lockedWrite reads the results of a (SELECT ... FOR UPDATE; UPDATE/DELETE
-// ... RETURNING) batch: the row before is checked first, so a row of an
+// ... RETURNING) pair: the row before is checked first, so a row of an
 // organisation outside the token is refused (and its write rolled back)
 // whatever the write statement answered.
-func (tx *Tx) lockedWrite(_ context.Context, br pgx.BatchResults, t *table, isDelete bool) (json.RawMessage, error) {
+func (tx *Tx) lockedWrite(t *table, br pgx.BatchResults, isDelete bool) (json.RawMessage, error) {
 	rows, err := br.Query()
 	if err != nil {
 		return nil, tx.stmtError(t, err)

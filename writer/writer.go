@@ -86,11 +86,10 @@ func New(cfg Config) (*Writer, error) {
 		types:   types,
 		tables:  newTableCache(types),
 		metrics: m,
-		mutators: map[string]Mutator{
-			MutatorInsert: insertMutator,
-			MutatorUpdate: updateMutator,
-			MutatorDelete: deleteMutator,
-		},
+		mutators: map[string]Mutator{},
+	}
+	for _, name := range []string{MutatorInsert, MutatorUpdate, MutatorDelete} {
+		w.mutators[name] = builtinMutator(builtinPreparer(name))
 	}
 	return w, nil
 }
