@@ -80,12 +80,12 @@ func New(cfg Config) (*Writer, error) {
 	}
 	types := schema.BuiltinTypes()
 	w := &Writer{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "writer"),
-		pool:    pool,
-		types:   types,
-		tables:  newTableCache(types),
-		metrics: m,
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "writer"),
+		pool:     pool,
+		types:    types,
+		tables:   newTableCache(types),
+		metrics:  m,
 		mutators: map[string]Mutator{},
 	}
 	for _, name := range []string{MutatorInsert, MutatorUpdate, MutatorDelete} {
