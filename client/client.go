@@ -183,14 +183,19 @@ func (c *Client) RegisterMutator(name string, fn MutatorFunc) {
 	e.settle(nil, 0, true)
 }
 
-// Mutate sends a mutation: mutator names a writer mutator (built-ins insert
-// {table, org?, row}, update {table, org?, key, set}, delete {table, org?,
-// key}), args is marshalled to JSON (a json.RawMessage is sent as is). The
-// mutator's optimistic function, if any, is applied to the views at once; if
-// it fails, Mutate returns its error (wrapping ErrOptimistic) and nothing is
-// sent. The mutation is kept in the PendingStore and (re)sent in id order
-// until the gateway answers; it leaves the views' pending overlay exactly
-// when the commit that applied it is applied, or at once when rejected.
+// Mutate sends a mutation: mutator names a writer mutator, args is marshalled
+// to JSON (a json.RawMessage is sent as is). The writer's built-ins take
+// insert {table, row}, update {table, key, set} and delete {table, key}
+// (key: the primary key columns); their optimistic functions find the
+// organisation by the key (update, delete) or as the subscribed organisation
+// that is a value of the row (insert; the root key column holds it).
+//
+// The mutator's optimistic function, if any, is applied to the views at
+// once; if it fails, Mutate returns its error (wrapping ErrOptimistic) and
+// nothing is sent. The mutation is kept in the PendingStore and (re)sent in
+// id order until the gateway answers; it leaves the views' pending overlay
+// exactly when the commit that applied it is applied, or at once when
+// rejected (Pending.Wait then returns a *MutationError).
 func (c *Client) Mutate(ctx context.Context, mutator string, args any, opts ...MutateOption) (*Pending, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err

@@ -228,7 +228,7 @@ func TestClientMutationsAcrossReconnects(t *testing.T) {
 	if err := s.WaitReady(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	p1, err := c.Mutate(t.Context(), "insert", map[string]any{"table": "todos", "row": map[string]any{"id": "1", "title": "x"}})
+	p1, err := c.Mutate(t.Context(), "insert", map[string]any{"table": "todos", "org": "acme", "row": map[string]any{"id": "1", "title": "x"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func TestClientMutationsAcrossReconnects(t *testing.T) {
 	}
 	// The reply is lost with the connection: the mutation is sent again.
 	fc.drop()
-	p2, err := c.Mutate(t.Context(), "insert", map[string]any{"table": "todos", "row": map[string]any{"id": "2", "title": "y"}})
+	p2, err := c.Mutate(t.Context(), "insert", map[string]any{"table": "todos", "org": "acme", "row": map[string]any{"id": "2", "title": "y"}})
 	if err != nil {
 		t.Fatal(err)
 	}

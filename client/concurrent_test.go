@@ -103,7 +103,7 @@ func TestConcurrentReadersSeeCommitsWhole(t *testing.T) {
 		)
 		if i%3 == 0 {
 			id := "t" + strconv.Itoa(i)
-			p, err := c.Mutate(t.Context(), "insert", map[string]any{"table": "todos", "row": map[string]any{"id": id, "title": "x"}})
+			p, err := c.Mutate(t.Context(), "insert", map[string]any{"table": "todos", "org": "bank", "row": map[string]any{"id": id, "title": "x"}})
 			if err != nil {
 				t.Fatal(err)
 			}

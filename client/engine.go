@@ -1,10 +1,12 @@
 package client
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -114,8 +116,12 @@ type engine struct {
 	parts      map[schema.XID8]map[string][]*schema.ServerFrame
 	lastCommit schema.LSN // on the current connection
 
-	mutators    map[string]MutatorFunc
-	pending     []*Pending // in id order
+	mutators map[string]MutatorFunc
+	pending  []*Pending // in id order
+	// awaiting holds mutations already part of synced data (confirmed by a
+	// commit) whose reply has not arrived: applied or rejected, only the
+	// reply says.
+	awaiting    map[int64]*Pending
 	ov          overlay
 	horizon     schema.XID8 // every transaction below it is in the views
 	resendTimer *time.Timer
@@ -140,8 +146,9 @@ func newEngine(log *slog.Logger, clientID string, store PendingStore, retryMin, 
 			"update": builtinUpdate,
 			"delete": builtinDelete,
 		},
-		ov:     overlay{},
-		events: newEventQueue(),
+		ov:       overlay{},
+		awaiting: map[int64]*Pending{},
+		events:   newEventQueue(),
 	}
 	return e
 }
@@ -211,6 +218,9 @@ func (e *engine) disconnected() {
 	for _, p := range e.pending {
 		p.sent = false
 	}
+	for _, p := range e.awaiting {
+		p.sent = false
+	}
 	if e.resendTimer != nil {
 		e.resendTimer.Stop()
 		e.resendTimer = nil
@@ -239,8 +249,18 @@ func (e *engine) sendPending() {
 	if e.out == nil {
 		return
 	}
+	// Mutations waiting for a reply only (already part of synced data) are
+	// sent again too, in id order with the others: the writer answers a
+	// recorded mutation with its original reply.
+	all := slices.Collect(maps.Values(e.awaiting))
 	for _, p := range e.pending {
-		if !p.sent && !p.applied && !p.confirmed {
+		if !p.applied && !p.confirmed {
+			all = append(all, p)
+		}
+	}
+	slices.SortFunc(all, func(a, b *Pending) int { return cmp.Compare(a.id, b.id) })
+	for _, p := range all {
+		if !p.sent {
 			p.sent = true
 			e.send(schema.ClientFrame{Type: schema.FrameMutate, ClientID: e.clientID, MutationID: p.id, Mutator: p.mutator, Args: p.args})
 		}
@@ -656,6 +676,22 @@ func (e *engine) mutationReply(f *schema.ServerFrame) {
 	if f.ClientID != "" && f.ClientID != e.clientID {
 		return
 	}
+	if p := e.awaiting[f.MutationID]; p != nil {
+		// Already part of synced data (a rejection is recorded by a
+		// transaction too): only the outcome was missing.
+		if f.Status == schema.MutationRejected && !schema.MutationCodeFinal(f.Code) {
+			p.sent = false
+			e.scheduleResend()
+			return
+		}
+		delete(e.awaiting, p.id)
+		p.result = f.Result
+		if f.Status == schema.MutationRejected {
+			p.err = &MutationError{ID: p.id, Mutator: p.mutator, Code: f.Code, Message: f.Message}
+		}
+		close(p.done)
+		return
+	}
 	p := e.pendingByID(f.MutationID)
 	if p == nil {
 		return // already settled: a duplicate reply
@@ -706,13 +742,19 @@ func (e *engine) scheduleResend() {
 	})
 }
 
-// removePending drops p from the pending list and the store and resolves it.
+// removePending drops p from the pending list and the store. It resolves p
+// when its outcome is known (a reply arrived, or p.err is set); otherwise p
+// waits in awaiting for the reply to a re-send.
 func (e *engine) removePending(p *Pending) {
 	e.pending = slices.DeleteFunc(e.pending, func(q *Pending) bool { return q == p })
 	if err := e.store.Remove(e.clientID, p.id); err != nil {
 		e.log.Error("ripple client: pending store remove", "mutation_id", p.id, "err", err)
 	}
-	close(p.done)
+	if p.applied || p.err != nil {
+		close(p.done)
+		return
+	}
+	e.awaiting[p.id] = p
 }
 
 // mutate runs the optimistic function, stores the mutation and sends it.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -108,7 +109,7 @@ func TestNonFinalRejectionResends(t *testing.T) {
 	h := newHarness(t)
 	h.sub("todos/acme")
 	h.feed(begin("s1", "full"), ready("s1", 0x20, 100))
-	if _, err := h.c.Mutate(t.Context(), "insert", map[string]any{"table": "todos", "row": map[string]any{"id": "1"}}); err != nil {
+	if _, err := h.c.Mutate(t.Context(), "insert", map[string]any{"table": "todos", "org": "acme", "row": map[string]any{"id": "1"}}); err != nil {
 		t.Fatal(err)
 	}
 	h.sent()
@@ -116,7 +117,7 @@ func TestNonFinalRejectionResends(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		got := h.sent()
-		if len(got) == 1 && got[0] == `{"type":"mutate","client_id":"c1","mutation_id":1,"mutator":"insert","args":{"row":{"id":"1"},"table":"todos"}}` {
+		if len(got) == 1 && got[0] == `{"type":"mutate","client_id":"c1","mutation_id":1,"mutator":"insert","args":{"org":"acme","row":{"id":"1"},"table":"todos"}}` {
 			break
 		}
 		if len(got) != 0 || time.Now().After(deadline) {
@@ -283,5 +284,45 @@ func TestSubscriptionErrors(t *testing.T) {
 				t.Fatal("WaitReady returned nil before ready")
 			}
 		})
+	}
+}
+
+// A rejection is recorded in a transaction too, so its commit may confirm the
+// mutation before the reply arrives: the optimistic effect leaves at that
+// commit, and the reply (here after a reconnect and a re-send) gives the
+// outcome.
+func TestConfirmedBeforeRejection(t *testing.T) {
+	h := newHarness(t)
+	s := h.sub("todos/acme")
+	h.feed(begin("s1", "full"), ready("s1", 0x20, 100))
+	p, err := h.c.Mutate(t.Context(), "insert", map[string]any{"table": "todos", "org": "acme", "row": map[string]any{"id": "1", "title": "x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Len() != 1 {
+		t.Fatal("optimistic insert not shown")
+	}
+	h.feed(commit(300, 0x30, 1))
+	if s.Len() != 0 || len(h.c.Pending()) != 0 {
+		t.Fatalf("rejected mutation still shown (%d rows, %d pending)", s.Len(), len(h.c.Pending()))
+	}
+	select {
+	case <-p.Done():
+		t.Fatal("resolved before its reply")
+	default:
+	}
+	h.sent()
+	h.disconnect()
+	h.connect()
+	if got := h.sent(); len(got) != 2 || !strings.Contains(got[1], `"mutation_id":1`) {
+		t.Fatalf("re-sent %q", got)
+	}
+	h.feed(reply(1, "rejected", 0, "forbidden"))
+	var me *MutationError
+	if err := p.Wait(t.Context()); !errors.As(err, &me) || me.Code != "forbidden" {
+		t.Fatalf("Wait = %v", err)
+	}
+	if got := h.sent(); len(got) != 0 {
+		t.Fatalf("sent after the outcome: %q", got)
 	}
 }

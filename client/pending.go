@@ -397,24 +397,17 @@ func builtinInsert(tx *LocalTx, args json.RawMessage) error {
 	}
 	org := a.Org
 	if org == "" {
-		// The root key column is not known here: use the only subscribed
-		// organisation of the table, or the one whose name is a value of
-		// the row.
-		orgs := tx.Orgs(a.Table)
-		switch {
-		case len(orgs) == 1:
-			org = orgs[0]
-		default:
-			for _, o := range orgs {
-				for _, v := range row {
-					if s, ok := v.(string); ok && s == o {
-						org = o
-					}
+		// The root key column is not known here: the row's organisation
+		// is the subscribed one that is a value of the row.
+		for _, o := range tx.Orgs(a.Table) {
+			for _, v := range row {
+				if s, ok := v.(string); ok && s == o {
+					org = o
 				}
 			}
 		}
 		if org == "" {
-			return nil
+			return nil // not in a subscribed organisation: nothing to show
 		}
 	}
 	return tx.Put(a.Table, org, row)

@@ -20,7 +20,7 @@ var none = []string{}
 
 func mutateInsert(id, title string) func(*testing.T, *harness, []*Subscription) {
 	return func(t *testing.T, h *harness, _ []*Subscription) {
-		if _, err := h.c.Mutate(t.Context(), "insert", map[string]any{"table": "todos", "row": map[string]any{"id": id, "title": title}}); err != nil {
+		if _, err := h.c.Mutate(t.Context(), "insert", map[string]any{"table": "todos", "org": "acme", "row": map[string]any{"id": id, "title": title}}); err != nil {
 			t.Fatal(err)
 		}
 	}
