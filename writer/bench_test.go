@@ -46,6 +46,14 @@ func BenchmarkMutations(b *testing.B) {
 	})
 }
 
+// benchOps is how many mutations a sub-benchmark sends: b.N, but at least
+// RIPPLE_BENCH_MUTATIONS (default 5,000) so that "make bench" (-benchtime 1x)
+// measures something. The figures are the reported metrics (mutations/s,
+// ratio, p50_ms, p99_ms), not ns/op.
+func benchOps(b *testing.B) int {
+	return max(b.N, envInt("RIPPLE_BENCH_MUTATIONS", 5000))
+}
+
 func benchMutations(b *testing.B, e *env) {
 	conns := envInt("RIPPLE_BENCH_CONNS", 8)
 	e.startWriter(b, func(c *writer.Config) { c.MaxConns = int32(conns) })
@@ -92,16 +100,18 @@ func benchMutations(b *testing.B, e *env) {
 	}
 
 	b.Run("direct_pgx", func(b *testing.B) {
-		d := fanOut(b, b.N, func(client string, seq int64) error {
+		n := benchOps(b)
+		d := fanOut(b, n, func(client string, seq int64) error {
 			_, err := pool.Exec(ctx, `INSERT INTO todos (id, org, title, n) VALUES ($1, $2, $3, $4)`,
 				fmt.Sprintf("%s-%d", client, seq), "acme", "t", seq)
 			return err
 		})
-		direct = float64(b.N) / d.Seconds()
+		direct = float64(n) / d.Seconds()
 		b.ReportMetric(direct, "inserts/s")
 	})
 	b.Run("writer", func(b *testing.B) {
-		d := fanOut(b, b.N, func(client string, seq int64) error {
+		n := benchOps(b)
+		d := fanOut(b, n, func(client string, seq int64) error {
 			rep, raw, err := send(ctx, nc, todoInsert(client, seq), 10*time.Second)
 			if err != nil {
 				return err
@@ -111,7 +121,7 @@ func benchMutations(b *testing.B, e *env) {
 			}
 			return nil
 		})
-		viaWriter = float64(b.N) / d.Seconds()
+		viaWriter = float64(n) / d.Seconds()
 		b.ReportMetric(viaWriter, "mutations/s")
 		if direct > 0 {
 			b.ReportMetric(viaWriter/direct, "ratio")
@@ -122,7 +132,8 @@ func benchMutations(b *testing.B, e *env) {
 		// in all), in its own id order, and waits for the reply.
 		const rate = 1000
 		r := run.Add(1)
-		lat := make([]time.Duration, 0, b.N)
+		n := benchOps(b)
+		lat := make([]time.Duration, 0, n)
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		var next atomic.Int64
@@ -138,7 +149,7 @@ func benchMutations(b *testing.B, e *env) {
 				// Spread the clients' phases over the interval.
 				time.Sleep(time.Duration(c) * time.Second / rate)
 				var seq int64
-				for next.Add(1) <= int64(b.N) {
+				for next.Add(1) <= int64(n) {
 					seq++
 					t0 := time.Now()
 					rep, raw, err := send(ctx, nc, todoInsert(client, seq), 10*time.Second)

@@ -35,6 +35,12 @@
 //     the mutation stays), records the rejection, advances last_mutation_id
 //     and commits: a retry gets the same rejection.
 //
+// Steps 1 and 2 (and, for a built-in mutator whose table metadata is cached,
+// the write itself, under the savepoint) travel to the database in one
+// pipelined round trip; the record, the advance of last_mutation_id and the
+// COMMIT in a second one. A write sent early for a mutation that turns out
+// to be recorded already or out of order is rolled back with the rest.
+//
 // Serialization failures and deadlocks run the whole transaction again (up
 // to Config.MaxAttempts). When the mutator's writes fail only at commit (a
 // deferred constraint), the mutation is run again as a recorded rejection.
