@@ -208,7 +208,7 @@ func (w *Writer) attempt(ctx context.Context, req schema.MutationRequest, m Muta
 	var orgs []string
 	if rej == nil {
 		if early == nil {
-			result, merr = m(ctx, tx, req.Claims, req.Args)
+			result, merr = callMutator(ctx, m, tx, req)
 		}
 		if merr == nil && tx.poison != nil {
 			merr = tx.poison
@@ -303,6 +303,17 @@ func (w *Writer) attempt(ctx context.Context, req schema.MutationRequest, m Muta
 		reply.Result = json.RawMessage(*recorded)
 	}
 	return outcome{reply: reply}
+}
+
+// callMutator runs a mutator, turning a panic into an "internal" rejection so
+// that one faulty mutator cannot take the writer down.
+func callMutator(ctx context.Context, m Mutator, tx *Tx, req schema.MutationRequest) (result any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			result, err = nil, Reject(CodeInternal, "mutator %q panicked: %v", req.Mutator, r)
+		}
+	}()
+	return m(ctx, tx, req.Claims, req.Args)
 }
 
 // failed turns an error of the protocol's own statements into an outcome.

@@ -231,6 +231,12 @@ func registerTestMutators(w *writer.Writer) error {
 		w.Register("transfer", transfer),
 		w.Register("insert_then_fail", insertThenFail),
 		w.Register("swallow_error", swallowError),
+		w.Register("panics", func(ctx context.Context, tx *writer.Tx, claims schema.Claims, _ json.RawMessage) (any, error) {
+			if _, err := tx.Insert(ctx, "todos", map[string]any{"id": "before-panic", "org": claims.WriteOrgs[0], "title": "x"}); err != nil {
+				return nil, err
+			}
+			panic("boom")
+		}),
 		w.Register("noop", func(context.Context, *writer.Tx, schema.Claims, json.RawMessage) (any, error) {
 			return map[string]string{"ok": "yes"}, nil
 		}),

@@ -193,6 +193,7 @@ func TestRejections(t *testing.T) {
 		{"delete of a missing row", "delete", args(map[string]any{"table": "todos", "key": map[string]any{"id": "zzz"}}), claims("acme"), "not_found", "todos"},
 		{"custom mutator fails after a write", "insert_then_fail", args(map[string]any{}), claims("acme"), "constraint_violation", "title_not_empty"},
 		{"custom mutator swallows an error", "swallow_error", args(map[string]any{}), claims("acme"), "internal", "aborted"},
+		{"custom mutator panics", "panics", args(map[string]any{}), claims("acme"), "internal", "boom"},
 		{"custom business rule", "transfer", args(map[string]any{"from": "x", "to": "x", "amount": 1}), claims("acme"), "invalid_argument", "transfer"},
 	}
 	for _, c := range cases {
