@@ -2,7 +2,7 @@ package e2e
 
 import (
 	"errors"
-		"os"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"

@@ -208,7 +208,7 @@ func (b *bankCheck) sample(stop <-chan struct{}, wg *sync.WaitGroup) {
 			last = l
 			b.checkView(s, "sampler")
 		}
-		time.Sleep(100 * time.Microsecond)
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -256,6 +256,7 @@ func TestBankTotalConstant(t *testing.T) {
 		go b.sample(stop, &wg)
 		return b, c
 	}
+	t0 := time.Now()
 	early, _ := watch("early", gw.URL)
 	w := startWorkload(t, 3, 2*time.Millisecond, transfer("acme"))
 	noise := startWorkload(t, 1, 3*time.Millisecond, transfer("globex"))
@@ -264,7 +265,8 @@ func TestBankTotalConstant(t *testing.T) {
 	proxy := NewProxy(t, gw)
 	resumer, rc := watch("resumer", proxy.URL())
 	for i := 0; i < 3; i++ {
-		w.waitCommits(t, 150)
+		w.waitCommits(t, 100)
+		t.Logf("cut %d at %v", i, time.Since(t0))
 		proxy.Cut()
 		waitFor(t, 10*time.Second, "resumer reconnected", func() bool { return proxy.Accepts() >= int64(i+2) })
 	}
@@ -274,6 +276,7 @@ func TestBankTotalConstant(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	_ = rc
+	t.Logf("stopped at %v", time.Since(t0))
 	for _, b := range []*bankCheck{early, mid, resumer} {
 		tp.WaitConverged(b.sub.Load(), 15*time.Second)
 		if b.seen.Load() < 100 {

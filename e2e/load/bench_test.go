@@ -1,0 +1,312 @@
+package load
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ripple-sync/ripple/schema"
+	"github.com/ripple-sync/ripple/testenv"
+)
+
+// BenchmarkGateway is the gateway benchmark of issue 3: one gateway process
+// (`ripple gateway`), RIPPLE_LOAD_CLIENTS WebSocket clients (default 10,000)
+// over RIPPLE_LOAD_ORGS organisations (default 100) in a separate
+// ripple-load process, Postgres, embedded NATS and a `ripple ingest`
+// process, all on loopback. Sub-benchmarks, in order:
+//
+//   - bare_ws_idle: a bare gorilla/websocket echo server (e2e/cmd/bare-ws)
+//     with the same number of idle connections: KiB/conn of resident memory.
+//   - gateway_idle: the gateway with every client subscribed and idle:
+//     KiB/conn = (RSS with the clients - RSS with none) / clients.
+//   - commits_200, commits_1000: a writer commits that many transactions per
+//     second (one org each) for RIPPLE_LOAD_SECONDS (default 20): delivered
+//     transactions per second at the clients, commit-to-client latency p50
+//     and p99 (client receive time against the commit time in the commit
+//     frame), gateway CPU seconds per 100k deliveries.
+//   - saturation: offered load in steps (transactions touching 4 orgs each)
+//     until a step loses deliveries, cuts clients or falls behind by more
+//     than 5%; reports the best step that delivered everything.
+//
+//	RIPPLE_BENCH=1 go test -run '^$' -bench BenchmarkGateway -benchtime 1x -timeout 60m ./e2e/load/
+func BenchmarkGateway(b *testing.B) {
+	sz := sizes(b)
+	bins := buildBinaries(b)
+	orgs := OrgNames("org", sz.orgs)
+	n := sz.clients
+	srcs := DefaultSourceAddrs()
+	loadArgs := func(mode, url string) []string {
+		return []string{"--mode", mode, "--url", url, "--clients", strconv.Itoa(n), "--orgs", strconv.Itoa(sz.orgs),
+			"--dial-concurrency", "256", "--source-addrs", srcArg(srcs)}
+	}
+
+	var bareKiB float64
+	b.Run("bare_ws_idle", func(b *testing.B) {
+		addr := freeAddr(b)
+		bare := testenv.StartProcess(b, "bare-ws", exec.Command(bins.bare, "--addr", addr))
+		waitTCP(b, addr, bare)
+		rss0 := stableRSS(b, bare.Pid())
+		l, ev := startLoad(b, bins, "load-echo", loadArgs("echo", "ws://"+addr+"/")...)
+		rss1 := stableRSS(b, bare.Pid())
+		bareKiB = float64(rss1-rss0) / float64(ev.Ready) / 1024
+		b.Logf("bare-ws: RSS %d KiB with 0, %d KiB with %d idle connections", rss0>>10, rss1>>10, ev.Ready)
+		b.ReportMetric(bareKiB, "KiB/conn")
+		l.quit(b)
+		_ = bare.Kill()
+	})
+
+	const rowsPerOrg = 10
+	st := startStack(b, bins, func(ctx context.Context, dbURL string) error {
+		conn, err := pgx.Connect(ctx, dbURL)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		return CreateTable(ctx, conn, DefaultTable, orgs, rowsPerOrg)
+	})
+	gwPid := st.gateway.Pid()
+	rss0 := stableRSS(b, gwPid)
+	args := append(loadArgs("ripple", st.wsURL), "--jwt-secret", st.secret)
+	l, ev := startLoad(b, bins, "load", args...)
+	b.Logf("%d clients subscribed and ready in %.1f s", ev.Ready, ev.Seconds)
+	defer l.quit(b)
+
+	b.Run("gateway_idle", func(b *testing.B) {
+		rss1 := stableRSS(b, gwPid)
+		kib := float64(rss1-rss0) / float64(ev.Ready) / 1024
+		b.Logf("gateway: RSS %d KiB with 0, %d KiB with %d idle subscribed connections: %.1f KiB/conn (bare-ws: %.1f KiB/conn)",
+			rss0>>10, rss1>>10, ev.Ready, kib, bareKiB)
+		b.ReportMetric(kib, "KiB/conn")
+	})
+
+	per := clientsPerOrg(orgs, n)
+	wbase := WriterConfig{DatabaseURL: st.dbURL, Orgs: orgs, RowsPerOrg: rowsPerOrg, Duration: sz.phase}
+	for _, rate := range []int{200, 1000} {
+		b.Run(fmt.Sprintf("commits_%d", rate), func(b *testing.B) {
+			w := wbase
+			w.Rate = rate
+			r := runPhase(b, st, l, per, w)
+			r.report(b)
+		})
+	}
+
+	b.Run("saturation", func(b *testing.B) {
+		const orgsPerTx = 4
+		perTx := float64(orgsPerTx) * float64(n) / float64(len(orgs)) // deliveries per transaction
+		var best *phaseResult
+		for _, target := range []float64{150e3, 200e3, 250e3, 300e3, 400e3, 500e3} {
+			w := wbase
+			w.OrgsPerTx = orgsPerTx
+			w.Rate = int(target/perTx + 0.5)
+			w.Duration = sz.phase / 2
+			w.Workers = 8
+			r := runPhase(b, st, l, per, w)
+			ok := r.lost == 0 && r.cut == 0 && r.resyncs == 0 && r.errors == 0 &&
+				r.perSec >= 0.95*target && r.commitRate >= 0.95*float64(w.Rate)
+			b.Logf("offered %.0f deliveries/s (%d tx/s x %d orgs): %s -> %v", target, w.Rate, orgsPerTx, r, ok)
+			if !ok {
+				break
+			}
+			best = &r
+		}
+		if best == nil {
+			b.Logf("no saturation step delivered everything")
+			b.ReportMetric(0, "deliveries/s")
+			return
+		}
+		best.report(b)
+	})
+}
+
+// phaseResult is one measured load phase.
+type phaseResult struct {
+	commitRate float64 // transactions/s the writer achieved
+	deliveries uint64  // commit frames received by clients during the phase
+	expected   int64   // deliveries the writer's commits should cause
+	lost       int64
+	seconds    float64
+	perSec     float64
+	p50, p99   float64 // ms
+	max        float64 // ms
+	gwCPU      time.Duration
+	loadCPU    time.Duration
+	cut        uint64 // connections closed during the phase
+	resyncs    uint64
+	errors     uint64
+	problem    string
+}
+
+func (r phaseResult) String() string {
+	return fmt.Sprintf("writer %.0f tx/s; %d of %d deliveries in %.1f s = %.0f/s; latency p50 %.2f ms p99 %.2f ms max %.1f ms; "+
+		"gateway CPU %.2f s (%.3f s/100k), load CPU %.2f s; lost %d, cut %d, resyncs %d, errors %d %s",
+		r.commitRate, r.deliveries, r.expected, r.seconds, r.perSec, r.p50, r.p99, r.max,
+		r.gwCPU.Seconds(), r.cpuPer100k(), r.loadCPU.Seconds(), r.lost, r.cut, r.resyncs, r.errors, r.problem)
+}
+
+func (r phaseResult) cpuPer100k() float64 {
+	if r.deliveries == 0 {
+		return 0
+	}
+	return r.gwCPU.Seconds() / float64(r.deliveries) * 1e5
+}
+
+func (r phaseResult) report(b *testing.B) {
+	b.Logf("%s", r)
+	b.ReportMetric(r.perSec, "deliveries/s")
+	b.ReportMetric(r.p50, "p50_ms")
+	b.ReportMetric(r.p99, "p99_ms")
+	b.ReportMetric(r.cpuPer100k(), "cpu_s/100k")
+	b.ReportMetric(r.commitRate, "commits/s")
+	b.ReportMetric(float64(r.lost), "lost")
+}
+
+// runPhase runs the writer with w and measures what the clients received
+// until every expected delivery arrived (or 15 s after the writer ended).
+func runPhase(b *testing.B, st *stack, l *loadProc, per map[string]int64, w WriterConfig) phaseResult {
+	gwPid, loadPid := st.gateway.Pid(), l.p.Pid()
+	s0 := l.stats(b)
+	c0, lc0 := cpuOf(b, gwPid), cpuOf(b, loadPid)
+	t0 := time.Now()
+	ctx, cancel := ctxTimeout(w.Duration + 5*time.Minute)
+	defer cancel()
+	res, err := RunWriter(ctx, w)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var expected int64
+	for o, c := range res.PerOrg {
+		expected += c * per[o]
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	var s1 Stats
+	for {
+		s1 = l.stats(b)
+		if int64(s1.Commits-s0.Commits) >= expected || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition with a deadline
+	}
+	t1 := time.Now()
+	c1, lc1 := cpuOf(b, gwPid), cpuOf(b, loadPid)
+	lat := s1.Latency.Sub(s0.Latency)
+	r := phaseResult{
+		commitRate: res.Rate(),
+		deliveries: s1.Commits - s0.Commits,
+		expected:   expected,
+		seconds:    t1.Sub(t0).Seconds(),
+		p50:        lat.Quantile(0.50),
+		p99:        lat.Quantile(0.99),
+		max:        lat.Max(),
+		gwCPU:      c1 - c0,
+		loadCPU:    lc1 - lc0,
+		cut:        s1.Closed - s0.Closed,
+		resyncs:    s1.Resyncs - s0.Resyncs,
+		errors:     s1.Errors - s0.Errors,
+	}
+	r.lost = expected - int64(r.deliveries)
+	r.perSec = float64(r.deliveries) / r.seconds
+	if r.cut+r.resyncs+r.errors > 0 {
+		r.problem = "(" + s1.LastProblem + ")"
+	}
+	return r
+}
+
+// BenchmarkGatewaySnapshot measures snapshot throughput through the gateway:
+// rows per second a WebSocket client (the ripple-load process, decoding
+// every frame) receives for one organisation of RIPPLE_SNAPSHOT_ROWS rows
+// (default 1,000,000), against `COPY (SELECT ...) TO STDOUT` of the same rows
+// and columns into io.Discard; ratio = gateway / COPY (target >= 0.5). Each
+// is run twice and the faster run counts.
+//
+//	RIPPLE_BENCH=1 go test -run '^$' -bench BenchmarkGatewaySnapshot -benchtime 1x -timeout 60m ./e2e/load/
+func BenchmarkGatewaySnapshot(b *testing.B) {
+	sz := sizes(b)
+	bins := buildBinaries(b)
+	st := startStack(b, bins, func(ctx context.Context, dbURL string) error {
+		conn, err := pgx.Connect(ctx, dbURL)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		if err := CreateTable(ctx, conn, DefaultTable, nil, 0); err != nil {
+			return err
+		}
+		if _, err := conn.Exec(ctx, `INSERT INTO bench_items (org_id, id, title, n, done)
+			SELECT 'big', g, 'todo item number ' || g, g * 7, g % 2 = 0 FROM generate_series(1, $1::bigint) g`, sz.snapshotRows); err != nil {
+			return err
+		}
+		if _, err := conn.Exec(ctx, `INSERT INTO bench_items (org_id, id, title) SELECT 'small', g, 'x' FROM generate_series(1, 10000) g`); err != nil {
+			return err
+		}
+		_, err = conn.Exec(ctx, "VACUUM ANALYZE bench_items")
+		return err
+	})
+	ctx := context.Background()
+	cfg, err := pgx.ParseConfig(st.dbURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	schema.ApplySessionSettings(&cfg.Config)
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(ctx)
+
+	var copyRate, gwRate float64
+	b.Run("copy", func(b *testing.B) {
+		for i := 0; i < 2; i++ {
+			t0 := time.Now()
+			tag, err := conn.PgConn().CopyTo(ctx, io.Discard,
+				"COPY (SELECT org_id, id, title, n, done, updated_at FROM bench_items WHERE org_id = 'big') TO STDOUT")
+			if err != nil || tag.RowsAffected() != int64(sz.snapshotRows) {
+				b.Fatalf("COPY: %v, %v", tag, err)
+			}
+			copyRate = max(copyRate, float64(sz.snapshotRows)/time.Since(t0).Seconds())
+		}
+		b.ReportMetric(copyRate, "rows/s")
+	})
+	b.Run("gateway", func(b *testing.B) {
+		for i := 0; i < 2; i++ {
+			l, ev := startLoad(b, bins, fmt.Sprintf("snapshot-%d", i), "--mode", "snapshot", "--url", st.wsURL,
+				"--org", "big", "--jwt-secret", st.secret, "--source-addrs", DefaultSourceAddrs()[i])
+			if ev.Event != "snapshot" || ev.Result.Rows != int64(sz.snapshotRows) {
+				b.Fatalf("snapshot: %+v", ev)
+			}
+			b.Logf("gateway snapshot: %d rows, %d frames, %d MiB in %.2f s", ev.Result.Rows, ev.Result.Frames, ev.Result.Bytes>>20, ev.Result.Seconds)
+			gwRate = max(gwRate, ev.Result.RowsPerSecond)
+			<-l.p.Done()
+		}
+		b.ReportMetric(gwRate, "rows/s")
+	})
+	if copyRate > 0 && gwRate > 0 {
+		b.Run("ratio", func(b *testing.B) {
+			b.Logf("snapshot of %d rows: gateway %.0f rows/s, COPY %.0f rows/s, ratio %.2f (target >= 0.5)",
+				sz.snapshotRows, gwRate, copyRate, gwRate/copyRate)
+			b.ReportMetric(gwRate/copyRate, "ratio")
+		})
+	}
+}
+
+// waitTCP polls addr until it accepts connections.
+func waitTCP(b *testing.B, addr string, p *testenv.Process) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if p.Exited() || time.Now().After(deadline) {
+			b.Fatalf("%s not listening on %s: %v %s", p.Name(), addr, err, tail(p.Output(), 1000))
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition with a deadline
+	}
+}
