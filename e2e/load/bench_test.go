@@ -135,6 +135,8 @@ type phaseResult struct {
 	perSec     float64
 	p50, p99   float64 // ms
 	max        float64 // ms
+	tapP50     float64 // ms, commit to NATS (before the gateway)
+	tapP99     float64
 	gwCPU      time.Duration
 	loadCPU    time.Duration
 	cut        uint64 // connections closed during the phase
@@ -144,9 +146,9 @@ type phaseResult struct {
 }
 
 func (r phaseResult) String() string {
-	return fmt.Sprintf("writer %.0f tx/s; %d of %d deliveries in %.1f s = %.0f/s; latency p50 %.2f ms p99 %.2f ms max %.1f ms; "+
+	return fmt.Sprintf("writer %.0f tx/s; %d of %d deliveries in %.1f s = %.0f/s; latency p50 %.2f ms p99 %.2f ms max %.1f ms (commit to NATS: p50 %.2f ms p99 %.2f ms); "+
 		"gateway CPU %.2f s (%.3f s/100k), load CPU %.2f s; lost %d, cut %d, resyncs %d, errors %d %s",
-		r.commitRate, r.deliveries, r.expected, r.seconds, r.perSec, r.p50, r.p99, r.max,
+		r.commitRate, r.deliveries, r.expected, r.seconds, r.perSec, r.p50, r.p99, r.max, r.tapP50, r.tapP99,
 		r.gwCPU.Seconds(), r.cpuPer100k(), r.loadCPU.Seconds(), r.lost, r.cut, r.resyncs, r.errors, r.problem)
 }
 
@@ -172,6 +174,7 @@ func (r phaseResult) report(b *testing.B) {
 func runPhase(b *testing.B, st *stack, l *loadProc, per map[string]int64, w WriterConfig) phaseResult {
 	gwPid, loadPid := st.gateway.Pid(), l.p.Pid()
 	s0 := l.stats(b)
+	tap0 := st.tap.Snapshot()
 	c0, lc0 := cpuOf(b, gwPid), cpuOf(b, loadPid)
 	t0 := time.Now()
 	ctx, cancel := ctxTimeout(w.Duration + 5*time.Minute)
@@ -196,6 +199,7 @@ func runPhase(b *testing.B, st *stack, l *loadProc, per map[string]int64, w Writ
 	t1 := time.Now()
 	c1, lc1 := cpuOf(b, gwPid), cpuOf(b, loadPid)
 	lat := s1.Latency.Sub(s0.Latency)
+	tap := st.tap.Snapshot().Sub(tap0)
 	r := phaseResult{
 		commitRate: res.Rate(),
 		deliveries: s1.Commits - s0.Commits,
@@ -204,6 +208,8 @@ func runPhase(b *testing.B, st *stack, l *loadProc, per map[string]int64, w Writ
 		p50:        lat.Quantile(0.50),
 		p99:        lat.Quantile(0.99),
 		max:        lat.Max(),
+		tapP50:     tap.Quantile(0.50),
+		tapP99:     tap.Quantile(0.99),
 		gwCPU:      c1 - c0,
 		loadCPU:    lc1 - lc0,
 		cut:        s1.Closed - s0.Closed,

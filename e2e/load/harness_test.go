@@ -18,6 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
+	"github.com/ripple-sync/ripple/schema"
 	"github.com/ripple-sync/ripple/testenv"
 )
 
@@ -143,6 +146,10 @@ type stack struct {
 	gateway *testenv.Process
 	wsURL   string
 	secret  string
+	// tap records, for every last chunk of a part published by the ingest,
+	// the time from commit to its arrival at a NATS subscriber in this
+	// process: the share of the latency spent before the gateway.
+	tap Histogram
 }
 
 // startStack starts Postgres, lets seed prepare the database, then starts
@@ -155,6 +162,22 @@ func startStack(b *testing.B, bins binaries, seed func(ctx context.Context, dbUR
 		b.Fatal(err)
 	}
 	s.nats = testenv.StartNATS(b)
+	nc := s.nats.Connect(b)
+	sub, err := nc.Subscribe(schema.SubjectPrefix+".>", func(m *nats.Msg) {
+		now := time.Now()
+		var p struct {
+			K    schema.Kind `json:"k"`
+			Last bool        `json:"last"`
+			Time time.Time   `json:"time"`
+		}
+		if json.Unmarshal(m.Data, &p) == nil && p.K == schema.KindPart && p.Last && !p.Time.IsZero() {
+			s.tap.Record(now.Sub(p.Time))
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	_ = sub.SetPendingLimits(-1, -1)
 	env := append(os.Environ(), "RIPPLE_LOG_LEVEL=warn")
 
 	ingestAddr := freeAddr(b)
