@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ripple-sync/ripple/catchup"
 	"github.com/ripple-sync/ripple/gateway/auth"
@@ -511,4 +512,32 @@ func (c *tclient) resume(old *tclient, id string) {
 	c.mu.Unlock()
 	lsn := s.lsn
 	c.sendJSON(schema.ClientFrame{Type: schema.FrameSubscribe, ID: id, Table: s.table, Org: s.org, Cursor: s.cursor, LSN: &lsn})
+}
+
+func testutilValue(c interface{ Write(*dto.Metric) error }) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return 0
+	}
+	if m.Counter != nil {
+		return m.Counter.GetValue()
+	}
+	if m.Gauge != nil {
+		return m.Gauge.GetValue()
+	}
+	return 0
+}
+
+// histogramSummary renders a histogram's cumulative buckets.
+func histogramSummary(h interface{ Write(*dto.Metric) error }) string {
+	var m dto.Metric
+	if err := h.Write(&m); err != nil || m.Histogram == nil {
+		return "?"
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "n=%d", m.Histogram.GetSampleCount())
+	for _, b := range m.Histogram.Bucket {
+		fmt.Fprintf(&sb, " <=%gs:%d", b.GetUpperBound(), b.GetCumulativeCount())
+	}
+	return sb.String()
 }

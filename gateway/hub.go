@@ -1022,7 +1022,8 @@ func (h *hub) onTick(now time.Time) {
 			h.requestBarrier(t)
 		}
 	}
-	if h.hbSeen && !h.gapped && now.Sub(h.lastHB) > h.g.cfg.HeartbeatTimeout {
+	if h.hbSeen && !h.gapped && len(h.msgs) == 0 && now.Sub(h.lastHB) > h.g.cfg.HeartbeatTimeout {
+		// (With messages queued, the heartbeat may be among them.)
 		h.log.Warn("ingest heartbeats missing; resynchronising every subscription")
 		h.gapped = true
 		h.setReady()
