@@ -24,18 +24,21 @@ import (
 //
 //   - bare_ws_idle: a bare gorilla/websocket echo server (e2e/cmd/bare-ws)
 //     with the same number of idle connections: KiB/conn of resident memory.
+//
 //   - gateway_idle: the gateway with every client subscribed and idle:
 //     KiB/conn = (RSS with the clients - RSS with none) / clients.
+//
 //   - commits_200, commits_1000: a writer commits that many transactions per
 //     second (one org each) for RIPPLE_LOAD_SECONDS (default 20): delivered
 //     transactions per second at the clients, commit-to-client latency p50
 //     and p99 (client receive time against the commit time in the commit
 //     frame), gateway CPU seconds per 100k deliveries.
+//
 //   - saturation: offered load in steps (transactions touching 4 orgs each)
 //     until a step loses deliveries, cuts clients or falls behind by more
 //     than 5%; reports the best step that delivered everything.
 //
-//	RIPPLE_BENCH=1 go test -run '^$' -bench BenchmarkGateway -benchtime 1x -timeout 60m ./e2e/load/
+//     RIPPLE_BENCH=1 go test -run '^$' -bench BenchmarkGateway -benchtime 1x -timeout 60m ./e2e/load/
 func BenchmarkGateway(b *testing.B) {
 	sz := sizes(b)
 	bins := buildBinaries(b)

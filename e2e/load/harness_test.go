@@ -205,12 +205,12 @@ type loadProc struct {
 }
 
 type loadEvent struct {
-	Event   string          `json:"event"`
-	Ready   int64           `json:"ready"`
-	Seconds float64         `json:"seconds"`
-	Stats   Stats           `json:"stats"`
-	Result  SnapshotResult  `json:"result"`
-	Message string          `json:"message"`
+	Event   string         `json:"event"`
+	Ready   int64          `json:"ready"`
+	Seconds float64        `json:"seconds"`
+	Stats   Stats          `json:"stats"`
+	Result  SnapshotResult `json:"result"`
+	Message string         `json:"message"`
 }
 
 // startLoad runs ripple-load with args and returns once it printed its
