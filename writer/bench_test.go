@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ripple-sync/ripple/schema"
@@ -108,6 +109,38 @@ func benchMutations(b *testing.B, e *env) {
 		})
 		direct = float64(n) / d.Seconds()
 		b.ReportMetric(direct, "inserts/s")
+	})
+	// The writer's statements run directly with pgx, without NATS, JSON or
+	// the codec: the database's share of the cost of exactly once.
+	b.Run("direct_pgx_protocol", func(b *testing.B) {
+		n := benchOps(b)
+		d := fanOut(b, n, func(client string, seq int64) error {
+			b1 := &pgx.Batch{}
+			b1.Queue("BEGIN")
+			b1.Queue(`INSERT INTO ripple.clients (client_id) VALUES ($1) ON CONFLICT DO NOTHING`, client)
+			b1.Queue(`SELECT last_mutation_id FROM ripple.clients WHERE client_id = $1 FOR UPDATE`, client)
+			b1.Queue(`SELECT status FROM ripple.mutations WHERE client_id = $1 AND mutation_id = $2`, client, seq)
+			b1.Queue("SAVEPOINT mutation")
+			b1.Queue(`INSERT INTO todos (id, org, title, n) VALUES ($1::text::text, $2::text::text, $3::text::text, $4::text::int8) RETURNING id::text, org::text, title::text, n::text`,
+				fmt.Sprintf("%s-%d", client, seq), "acme", "t", strconv.FormatInt(seq, 10))
+			conn, err := pool.Acquire(ctx)
+			if err != nil {
+				return err
+			}
+			defer conn.Release()
+			if err := conn.SendBatch(ctx, b1).Close(); err != nil {
+				return err
+			}
+			b2 := &pgx.Batch{}
+			b2.Queue(`INSERT INTO ripple.mutations (client_id, mutation_id, org, status, result) VALUES ($1, $2, 'acme', 'applied', '{}') RETURNING ripple_xid::text`, client, seq)
+			b2.Queue(`UPDATE ripple.clients SET last_mutation_id = $2, updated_at = now() WHERE client_id = $1`, client, seq)
+			b2.Queue("COMMIT")
+			return conn.SendBatch(ctx, b2).Close()
+		})
+		b.ReportMetric(float64(n)/d.Seconds(), "mutations/s")
+		if direct > 0 {
+			b.ReportMetric(float64(n)/d.Seconds()/direct, "ratio")
+		}
 	})
 	b.Run("writer", func(b *testing.B) {
 		n := benchOps(b)

@@ -259,6 +259,10 @@ func TestWriterKilled(t *testing.T) {
 	if !procs[0].Exited() || procs[1].Exited() || procs[2].Exited() {
 		t.Fatal("wrong writers exited")
 	}
+	// A survivor stops cleanly on SIGTERM (drains, exits 0).
+	if err := procs[1].Stop(); err != nil {
+		t.Fatalf("writer-1 on SIGTERM: %v\n%s", err, procs[1].Output())
+	}
 }
 
 // countQueueSubs counts the queue subscriptions on subject.
