@@ -101,7 +101,11 @@ CREATE TABLE plain (id serial PRIMARY KEY, v text);
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	pg := testenv.SharedPostgres(t)
+	return newEnvOn(t, testenv.SharedPostgres(t))
+}
+
+func newEnvOn(t testing.TB, pg *testenv.Postgres) *env {
+	t.Helper()
 	e := &env{pg: pg, url: pg.CreateDatabase(t), slot: slotName(t)}
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, e.url)

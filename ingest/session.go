@@ -1,11 +1,13 @@
 package ingest
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -119,6 +121,10 @@ func (s *session) connect(ctx context.Context) error {
 	}
 	schema.ApplySessionSettings(rcfg)
 	rcfg.RuntimeParams["replication"] = "database"
+	// Large reads: a busy stream then costs one syscall per many messages.
+	rcfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+		return pgproto3.NewFrontend(bufio.NewReaderSize(r, 256<<10), w)
+	}
 	if s.repl, err = pgconn.ConnectConfig(ctx, rcfg); err != nil {
 		return fmt.Errorf("ingest: connect replication connection: %w", err)
 	}
@@ -199,11 +205,46 @@ type inMsg struct {
 	size int64
 }
 
-// read receives replication messages, decodes them and passes them on
-// until an error.
-func (s *session) read(ctx context.Context, out chan<- inMsg, budget *byteBudget) error {
+// queue hands decoded messages from the reader to the main loop in
+// batches: the reader appends and signals, the main loop takes everything
+// queued at once. No message waits for a later one.
+type queue struct {
+	mu     sync.Mutex
+	items  []inMsg
+	free   []inMsg // owned by the main loop
+	signal chan struct{}
+}
+
+func (q *queue) put(in inMsg) {
+	q.mu.Lock()
+	q.items = append(q.items, in)
+	q.mu.Unlock()
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (q *queue) take() []inMsg {
+	q.mu.Lock()
+	batch := q.items
+	q.items = q.free[:0]
+	q.mu.Unlock()
+	return batch
+}
+
+func (q *queue) recycle(batch []inMsg) {
+	clear(batch)
+	q.free = batch[:0]
+}
+
+// read receives replication messages, decodes them and queues them until
+// an error (closing the connection ends it).
+func (s *session) read(ctx context.Context, q *queue, budget *byteBudget) error {
 	for {
-		msg, err := s.repl.ReceiveMessage(ctx)
+		// context.Background: watching a context costs per message; the
+		// main loop closes the connection to stop this read.
+		msg, err := s.repl.ReceiveMessage(context.Background())
 		if err != nil {
 			return fmt.Errorf("ingest: receive from replication connection: %w", err)
 		}
@@ -218,11 +259,7 @@ func (s *session) read(ctx context.Context, out chan<- inMsg, budget *byteBudget
 			if err := budget.acquire(ctx, n); err != nil {
 				return err
 			}
-			select {
-			case out <- inMsg{m, n}:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
+			q.put(inMsg{m, n})
 		case *pgproto3.ErrorResponse:
 			return fmt.Errorf("ingest: replication: %w", pgconn.ErrorResponseToPgError(msg))
 		case *pgproto3.CopyDone:
@@ -255,20 +292,22 @@ func (s *session) loop(ctx context.Context, ckpts <-chan checkpoint) error {
 		return fmt.Errorf("ingest: flush subscriptions: %w", err)
 	}
 
-	msgs := make(chan inMsg, 4096)
+	q := &queue{signal: make(chan struct{}, 1)}
 	budget := &byteBudget{max: readBudget, freed: make(chan struct{}, 1)}
 	var readErr error
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		readErr = s.read(ctx, msgs, budget)
+		readErr = s.read(ctx, q, budget)
 		cancel()
 	}()
-	defer func() {
+	stopReader := func() {
 		cancel()
+		_ = s.repl.Conn().Close() // ends a pending ReceiveMessage
 		wg.Wait()
-	}()
+	}
+	defer stopReader()
 
 	hb := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer hb.Stop()
@@ -283,14 +322,23 @@ func (s *session) loop(ctx context.Context, ckpts <-chan checkpoint) error {
 	for {
 		select {
 		case <-ctx.Done():
-			wg.Wait()
+			stopReader()
 			if readErr != nil && !errors.Is(readErr, context.Canceled) {
 				return readErr
 			}
 			return ctx.Err()
-		case in := <-msgs:
-			err := s.handle(ctx, in.m)
-			budget.release(in.size)
+		case <-q.signal:
+			batch := q.take()
+			var size int64
+			var err error
+			for _, in := range batch {
+				size += in.size
+				if err = s.handle(ctx, in.m); err != nil {
+					break
+				}
+			}
+			q.recycle(batch)
+			budget.release(size)
 			if err != nil {
 				return err
 			}
