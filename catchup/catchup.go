@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -90,6 +91,8 @@ type Catchup struct {
 	pool *pgxpool.Pool
 	reg  registry
 	m    *metrics
+
+	checked atomic.Bool // checkRole ran
 }
 
 // New returns a Catchup for cfg. It does not connect yet: connections are
@@ -158,11 +161,29 @@ func (c *Catchup) entry(ctx context.Context, name string) (*tableEntry, *schema.
 			return nil, nil, err
 		}
 		e, types, _ = c.reg.lookup(name)
+		if !c.checked.Swap(true) {
+			c.checkRole(ctx)
+		}
 	}
 	if e == nil {
 		return nil, nil, fmt.Errorf("%w: %q", schema.ErrUnknownTable, name)
 	}
 	return e, types, nil
+}
+
+// checkRole warns when the primary uses synchronous replication and the
+// role cannot see other sessions' wait events, which the snapshot needs to
+// tell commits waiting for their standby (see snapshotSQL).
+func (c *Catchup) checkRole(ctx context.Context) {
+	var ok bool
+	err := c.pool.QueryRow(ctx, `SELECT pg_catalog.pg_is_in_recovery()
+		OR pg_catalog.current_setting('synchronous_standby_names') = ''
+		OR (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
+		OR pg_catalog.pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER')`).Scan(&ok)
+	if err == nil && !ok {
+		c.log.Warn("synchronous replication is on but this role cannot see other sessions' wait events; " +
+			"grant it pg_read_all_stats so that catch-ups never miss a commit waiting for its standby")
+	}
 }
 
 // Project resolves a column list against table (see NewProjection): the

@@ -31,10 +31,15 @@
 //     (pg_current_wal_insert_lsn() on a primary; on a standby the larger of
 //     pg_last_wal_receive_lsn() and pg_last_wal_replay_lsn()), the cursor
 //     (pg_snapshot_xmin of the snapshot), the tombstone horizon
-//     (ripple.horizon) and whether the snapshot lists as in progress a
-//     transaction pg_xact_status already reports committed (a synchronous
-//     replication commit the ingest may already have published): then it
-//     rolls back and takes the snapshot again.
+//     (ripple.horizon) and which sessions wait for their synchronous
+//     standby (pg_stat_activity wait event IPC/SyncRep): their commits are
+//     written, maybe already published by the ingest, yet invisible. If
+//     there are any it rolls back, waits until those commits are visible (at
+//     most Config.ReplicaWaitTimeout, else ErrReplicaLag) and takes the
+//     snapshot again, once. (pg_xact_status cannot tell: it asks the proc
+//     array first and says "in progress" for them, and the newest of them is
+//     not even in pg_snapshot_xip. Seeing other roles' wait events needs
+//     superuser or pg_read_all_stats.)
 //  3. Full snapshot (no cursor, or a cursor below the horizon, rule 6):
 //     SELECT of the projected columns in attribute order WHERE root key =
 //     org, as insert operations. Resume: tombstones with xid >= cursor whose
@@ -85,5 +90,6 @@
 //
 // schema.ErrUnknownTable, ErrBadColumns, ErrBadOrg (org not a valid root
 // key value), ErrBadCursor (a cursor beyond the primary's next xid),
-// ErrReplicaLag (retry later), ErrModeChanged (start again), ErrBadConfig.
+// ErrReplicaLag (replica replay, or a synchronous standby, too slow: retry
+// later), ErrModeChanged (start again), ErrBadConfig.
 package catchup

@@ -47,12 +47,25 @@ type snapshotInfo struct {
 // a transaction that has already committed (rule 3: synchronous replication).
 // On a standby the receive position can trail the replay position after the
 // WAL receiver restarted, so U is the larger of the two.
+//
+// A commit waiting for its synchronous standby has its commit record in WAL
+// (the ingest may decode and publish it) and is marked committed in the
+// commit log, but it stays in the proc array, so it is invisible to new
+// snapshots and pg_xact_status() still reports it "in progress" (it asks the
+// proc array first), and a waiting transaction with the newest xid is not
+// even in pg_snapshot_xip (it is >= xmax): neither can see it. Such a backend
+// waits on the event IPC/SyncRep, which is what is read instead: every such
+// backend, at the time of this statement, holds a commit invisible to the
+// snapshot. Seeing other roles' wait events needs superuser or
+// pg_read_all_stats; the registry load logs a warning when synchronous
+// replication is configured and the role lacks both.
 const snapshotSQL = `SELECT pg_catalog.pg_snapshot_xmin(q.s)::text, pg_catalog.pg_snapshot_xmax(q.s)::text, q.s::text,
 	pg_catalog.pg_is_in_recovery(),
 	(CASE WHEN pg_catalog.pg_is_in_recovery()
 		THEN GREATEST(pg_catalog.pg_last_wal_receive_lsn(), pg_catalog.pg_last_wal_replay_lsn())
 		ELSE pg_catalog.pg_current_wal_insert_lsn() END)::text,
-	EXISTS (SELECT 1 FROM pg_catalog.pg_snapshot_xip(q.s) x WHERE pg_catalog.pg_xact_status(x) = 'committed'),
+	ARRAY(SELECT a.backend_xid::text FROM pg_catalog.pg_stat_activity a
+		WHERE a.wait_event_type = 'IPC' AND a.wait_event = 'SyncRep' AND a.backend_xid IS NOT NULL),
 	coalesce((SELECT h.xid FROM ripple.horizon h), '0')::text
 FROM (SELECT pg_catalog.pg_current_snapshot() AS s) q`
 
@@ -221,22 +234,27 @@ func (r *run) query(ctx context.Context, pgc *pgconn.PgConn, sql string, params 
 }
 
 // begin opens the REPEATABLE READ READ ONLY transaction and takes its
-// snapshot. A snapshot that lists an already committed transaction as in
-// progress (a synchronous-replication commit waiting for its standby, which
-// the ingest may already have published) is dropped and taken again.
+// snapshot. If, when the snapshot was taken, some commits were waiting for
+// their synchronous standby (written and perhaps already published by the
+// ingest, yet invisible), it rolls back, waits until those commits are
+// visible and takes the snapshot once more. Commits that start waiting after
+// the first snapshot wrote their commit record after the catch-up began, so
+// they are past MinLSN and reach the client through the live stream; waiting
+// only for the first set keeps a busy synchronous primary from starving the
+// catch-up.
 func (r *run) begin(ctx context.Context, conn *pgxpool.Conn) (pgx.Tx, snapshotInfo, error) {
-	delay := 100 * time.Microsecond
-	for {
+	for retaken := false; ; retaken = true {
 		tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 		if err != nil {
 			return nil, snapshotInfo{}, fmt.Errorf("catchup: begin: %w", err)
 		}
 		var (
-			s                               snapshotInfo
-			xmin, xmax, u, horizon          string
-			committedInProgress, inRecovery bool
+			s                      snapshotInfo
+			xmin, xmax, u, horizon string
+			inRecovery             bool
+			waiters                []string
 		)
-		err = tx.QueryRow(ctx, snapshotSQL).Scan(&xmin, &xmax, &s.snapshot, &inRecovery, &u, &committedInProgress, &horizon)
+		err = tx.QueryRow(ctx, snapshotSQL).Scan(&xmin, &xmax, &s.snapshot, &inRecovery, &u, &waiters, &horizon)
 		if err == nil {
 			s.recovery = inRecovery
 			err = parseSnapshot(&s, xmin, xmax, u, horizon)
@@ -245,18 +263,51 @@ func (r *run) begin(ctx context.Context, conn *pgxpool.Conn) (pgx.Tx, snapshotIn
 			_ = tx.Rollback(context.Background())
 			return nil, snapshotInfo{}, fmt.Errorf("catchup: take snapshot: %w", err)
 		}
-		if !committedInProgress {
+		if len(waiters) == 0 || retaken {
 			return tx, s, nil
 		}
 		_ = tx.Rollback(ctx)
 		r.c.m.snapshotRetakes.Inc()
-		select {
-		case <-ctx.Done():
-			return nil, snapshotInfo{}, ctx.Err()
-		case <-time.After(delay):
+		if err := r.waitSyncCommits(ctx, conn, waiters); err != nil {
+			return nil, snapshotInfo{}, err
 		}
-		delay = min(2*delay, 10*time.Millisecond)
 	}
+}
+
+// waitSyncCommits waits until none of the transactions xids (32-bit, as
+// pg_stat_activity.backend_xid shows them) still waits for synchronous
+// replication, for at most Config.ReplicaWaitTimeout.
+func (r *run) waitSyncCommits(ctx context.Context, conn *pgxpool.Conn, xids []string) error {
+	c := r.c
+	wctx, cancel := context.WithTimeout(ctx, c.cfg.ReplicaWaitTimeout)
+	defer cancel()
+	var err error
+	delay := 200 * time.Microsecond
+	for err == nil {
+		var n int
+		err = conn.QueryRow(wctx, `SELECT count(*) FROM pg_catalog.pg_stat_activity a
+			WHERE a.backend_xid::text = ANY($1) AND a.wait_event_type = 'IPC' AND a.wait_event = 'SyncRep'`, xids).Scan(&n)
+		if err != nil || n == 0 {
+			break
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-wctx.Done():
+			t.Stop()
+			err = wctx.Err()
+		case <-t.C:
+		}
+		delay = min(2*delay, c.cfg.ReplicaPollInterval)
+	}
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() == nil && wctx.Err() != nil {
+		c.m.replicaLag.Inc()
+		return fmt.Errorf("%w: commits still wait for their synchronous standby after %v: %w",
+			ErrReplicaLag, c.cfg.ReplicaWaitTimeout, context.DeadlineExceeded)
+	}
+	return fmt.Errorf("catchup: wait for synchronous commits: %w", err)
 }
 
 func parseSnapshot(s *snapshotInfo, xmin, xmax, u, horizon string) error {
