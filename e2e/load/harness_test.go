@@ -146,6 +146,7 @@ type stack struct {
 	gateway *testenv.Process
 	wsURL   string
 	secret  string
+	metrics string // the gateway's Prometheus endpoint
 	// tap records, for every last chunk of a part published by the ingest,
 	// the time from commit to its arrival at a NATS subscriber in this
 	// process: the share of the latency spent before the gateway.
@@ -194,6 +195,7 @@ func startStack(b *testing.B, bins binaries, seed func(ctx context.Context, dbUR
 	s.gateway = testenv.StartProcess(b, "gateway", cmd)
 	waitHTTP(b, "http://"+gwAddr+"/readyz", s.gateway, time.Minute)
 	s.wsURL = "ws://" + gwAddr + "/v1/ws"
+	s.metrics = "http://" + gwAddr + "/metrics"
 	return s
 }
 
@@ -330,3 +332,35 @@ func srcArg(addrs []string) string { return strings.Join(addrs, ",") }
 func ctxTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
 }
+
+// scrape reads the named unlabelled metrics from a Prometheus text endpoint.
+func scrape(b *testing.B, url string, names ...string) map[string]float64 {
+	resp, err := http.Get(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	want := make(map[string]bool, len(names))
+	for _, n := range names {
+		want[n] = true
+	}
+	out := make(map[string]float64, len(names))
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && want[f[0]] {
+			v, err := strconv.ParseFloat(f[1], 64)
+			if err == nil {
+				out[f[0]] = v
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		b.Fatal(err)
+	}
+	return out
+}
+
+// goMemNames are the Go runtime metrics logged next to RSS.
+var goMemNames = []string{"go_goroutines", "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_sys_bytes"}
