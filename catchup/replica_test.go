@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/ripple-sync/ripple/catchup"
+	"github.com/ripple-sync/ripple/migrations"
 	"github.com/ripple-sync/ripple/schema"
 	"github.com/ripple-sync/ripple/testenv"
 )
@@ -23,6 +24,9 @@ func TestReplica(t *testing.T) {
 	t.Run("a recovery conflict in a resume is retried", func(t *testing.T) { testConflictResume(t, pg, replica) })
 	t.Run("a recovery conflict mid-snapshot is retried without leaving deleted rows", func(t *testing.T) {
 		testConflictFull(t, pg, replica)
+	})
+	t.Run("a horizon that passes the cursor before a retry asks to start again", func(t *testing.T) {
+		testConflictModeChanged(t, pg, replica)
 	})
 }
 
@@ -217,5 +221,42 @@ func testConflictFull(t *testing.T, pg, replica *testenv.Postgres) {
 	v := view{}.apply(t, res.Mode, got)
 	if want := f.tableView(t, "acme"); len(v) != n-10 || !reflect.DeepEqual(v, want) {
 		t.Fatalf("view after retried snapshot has %d rows, table %d", len(v), len(want))
+	}
+}
+
+func testConflictModeChanged(t *testing.T, pg, replica *testenv.Postgres) {
+	f := newFixture(t, pg)
+	ctx := t.Context()
+	f.exec(t, "INSERT INTO todos (id, org_id, title) VALUES (1, 'acme', 'a'), (2, 'acme', 'b')")
+	replica.WaitCaughtUp(t)
+	c := newCatchup(t, catchup.Config{ReplicaURL: replicaURL(replica, f.db, "mode"), BatchRows: 1})
+	res, _, err := collect(ctx, c, catchup.Request{Table: "todos", Org: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.exec(t, "DELETE FROM todos WHERE id = 2")
+	min := f.insertLSN(t)
+	var modes []string
+	_, err = c.Run(ctx, catchup.Request{Table: "todos", Org: "acme", Cursor: ptr(res.Cursor), MinLSN: min,
+		Begin: func(r catchup.Result) error { modes = append(modes, r.Mode); return nil }},
+		func([]schema.Op) error {
+			if len(modes) == 1 && modes[0] == schema.SnapshotResume {
+				modes = append(modes, "emitted")
+				// Prune everything: the horizon passes the cursor; then end
+				// this attempt with a recovery conflict.
+				if _, err := migrations.Prune(ctx, f.conn, 0); err != nil {
+					t.Fatal(err)
+				}
+				replica.WaitReplayed(t, lockOnPrimary(t, f).String())
+			}
+			return nil
+		})
+	if !errors.Is(err, catchup.ErrModeChanged) {
+		t.Fatalf("err = %v (modes %v), want ErrModeChanged", err, modes)
+	}
+	// Started again, the catch-up is a full snapshot.
+	res2, ops, err := collect(ctx, c, catchup.Request{Table: "todos", Org: "acme", Cursor: ptr(res.Cursor), MinLSN: f.insertLSN(t)})
+	if err != nil || res2.Mode != schema.SnapshotFull || len(ops) != 1 {
+		t.Fatalf("after ErrModeChanged: %+v, %v, %v", res2, ops, err)
 	}
 }
