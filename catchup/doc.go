@@ -16,6 +16,11 @@
 //	}, func(ops []schema.Op) error { /* send one bounded batch */ return nil })
 //	// res.Mode, res.U (upper bound LSN), res.Cursor (next resume cursor)
 //
+// Live rows for a subscription with a column list go through the same
+// Projection (c.Project or NewProjection; Apply, AppendApply, ApplyOp): an
+// ingest row projected by it is byte for byte what a snapshot with that
+// column list sends.
+//
 // # What a catch-up does
 //
 // Every Run uses one pooled connection (at most Config.MaxConns at once)
