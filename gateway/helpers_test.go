@@ -201,6 +201,7 @@ func token(t testing.TB, c schema.Claims) string {
 // tsub is the client-side state of one subscription.
 type tsub struct {
 	table, org string
+	cols       bool // has a column list: untagged parts do not apply
 	key        []string
 	live       bool
 	staging    map[string]json.RawMessage
@@ -381,7 +382,7 @@ func (c *tclient) handle(f schema.ServerFrame) {
 				continue
 			}
 			for id, ts := range c.subs {
-				if ts.live && ts.table == h.table && ts.org == h.org && (h.id == "" || h.id == id) {
+				if ts.live && ts.table == h.table && ts.org == h.org && ((h.id == "" && !ts.cols) || h.id == id) {
 					applyOps(ts.view, ts.key, h.ops)
 					ts.lsn = f.LSN
 				}
