@@ -78,18 +78,27 @@ func BenchmarkGateway(b *testing.B) {
 	})
 	gwPid := st.gateway.Pid()
 	rss0 := stableRSS(b, gwPid)
-	mem0 := scrape(b, st.metrics, goMemNames...)
+	var mem0 map[string]float64
+	if pprofDir() == "" {
+		mem0 = scrape(b, st.metrics, goMemNames...)
+	}
 	args := append(loadArgs("ripple", st.wsURL), "--jwt-secret", st.secret)
 	l, ev := startLoad(b, bins, "load", args...)
-	b.Logf("%d clients subscribed and ready in %.1f s", ev.Ready, ev.Seconds)
 	defer l.quit(b)
 
 	b.Run("gateway_idle", func(b *testing.B) {
+		b.Logf("%d clients connected, subscribed and ready in %.1f s", ev.Ready, ev.Seconds)
 		rss1 := stableRSS(b, gwPid)
 		kib := float64(rss1-rss0) / float64(ev.Ready) / 1024
 		b.Logf("gateway: RSS %d KiB with 0, %d KiB with %d idle subscribed connections: %.1f KiB/conn (bare-ws: %.1f KiB/conn)",
 			rss0>>10, rss1>>10, ev.Ready, kib, bareKiB)
 		b.ReportMetric(kib, "KiB/conn")
+		if err := saveProfile(st, "/debug/pprof/heap", "gateway-idle.heap"); err != nil {
+			b.Fatal(err)
+		}
+		if pprofDir() != "" {
+			return // gateway-pprof has no /metrics
+		}
 		mem1 := scrape(b, st.metrics, goMemNames...)
 		perConn := func(name string) float64 { return (mem1[name] - mem0[name]) / float64(ev.Ready) }
 		b.Logf("gateway per connection: %.2f goroutines, heap in use %.1f KiB, stacks %.1f KiB, Go sys %.1f KiB",
@@ -103,7 +112,18 @@ func BenchmarkGateway(b *testing.B) {
 		b.Run(fmt.Sprintf("commits_%d", rate), func(b *testing.B) {
 			w := wbase
 			w.Rate = rate
+			profErr := make(chan error, 1)
+			if rate == 1000 {
+				go func() {
+					profErr <- saveProfile(st, fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(w.Duration.Seconds())), "gateway-1000.cpu")
+				}()
+			} else {
+				profErr <- nil
+			}
 			r := runPhase(b, st, l, per, w)
+			if err := <-profErr; err != nil {
+				b.Fatal(err)
+			}
 			r.report(b)
 		})
 	}

@@ -56,7 +56,7 @@ func envInt(b *testing.B, name string, def int) int {
 }
 
 // binaries are the programs a benchmark runs as processes.
-type binaries struct{ ripple, load, bare string }
+type binaries struct{ ripple, load, bare, pprof string }
 
 var buildOnce struct {
 	sync.Once
@@ -82,7 +82,7 @@ func buildBinaries(b *testing.B) binaries {
 			gobin = "go"
 		}
 		cmd := exec.Command(gobin, "build", "-o", dir+string(filepath.Separator),
-			"./cmd/ripple", "./e2e/cmd/ripple-load", "./e2e/cmd/bare-ws")
+			"./cmd/ripple", "./e2e/cmd/ripple-load", "./e2e/cmd/bare-ws", "./e2e/cmd/gateway-pprof")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
@@ -92,6 +92,7 @@ func buildBinaries(b *testing.B) binaries {
 			ripple: filepath.Join(dir, "ripple"),
 			load:   filepath.Join(dir, "ripple-load"),
 			bare:   filepath.Join(dir, "bare-ws"),
+			pprof:  filepath.Join(dir, "gateway-pprof"),
 		}
 	})
 	if buildOnce.err != nil {
@@ -147,6 +148,7 @@ type stack struct {
 	wsURL   string
 	secret  string
 	metrics string // the gateway's Prometheus endpoint
+	base    string // http://<gateway address>
 	// tap records, for every last chunk of a part published by the ingest,
 	// the time from commit to its arrival at a NATS subscriber in this
 	// process: the share of the latency spent before the gateway.
@@ -191,11 +193,16 @@ func startStack(b *testing.B, bins binaries, seed func(ctx context.Context, dbUR
 	gwAddr := freeAddr(b)
 	cmd = exec.Command(bins.ripple, "gateway", "--nats-url", s.nats.URL(), "--database-url", s.dbURL,
 		"--jwt-secret", s.secret, "--http-addr", gwAddr)
+	if pprofDir() != "" {
+		cmd = exec.Command(bins.pprof, "--nats-url", s.nats.URL(), "--database-url", s.dbURL,
+			"--jwt-secret", s.secret, "--http-addr", gwAddr)
+	}
 	cmd.Env = env
 	s.gateway = testenv.StartProcess(b, "gateway", cmd)
 	waitHTTP(b, "http://"+gwAddr+"/readyz", s.gateway, time.Minute)
 	s.wsURL = "ws://" + gwAddr + "/v1/ws"
 	s.metrics = "http://" + gwAddr + "/metrics"
+	s.base = "http://" + gwAddr
 	return s
 }
 
@@ -364,3 +371,29 @@ func scrape(b *testing.B, url string, names ...string) map[string]float64 {
 
 // goMemNames are the Go runtime metrics logged next to RSS.
 var goMemNames = []string{"go_goroutines", "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_sys_bytes"}
+
+// pprofDir is RIPPLE_BENCH_PPROF: when set, the gateway runs as
+// e2e/cmd/gateway-pprof (the same gateway with /debug/pprof/) and profiles
+// are saved in that directory.
+func pprofDir() string { return os.Getenv("RIPPLE_BENCH_PPROF") }
+
+// saveProfile fetches a profile from the gateway into pprofDir()/name.
+func saveProfile(st *stack, path, name string) error {
+	if pprofDir() == "" {
+		return nil
+	}
+	resp, err := http.Get(st.base + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(filepath.Join(pprofDir(), name))
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
