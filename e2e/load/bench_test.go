@@ -170,6 +170,7 @@ type phaseResult struct {
 	tapP99     float64
 	gwCPU      time.Duration
 	loadCPU    time.Duration
+	ingestCPU  time.Duration
 	cut        uint64 // connections closed during the phase
 	resyncs    uint64
 	errors     uint64
@@ -178,9 +179,9 @@ type phaseResult struct {
 
 func (r phaseResult) String() string {
 	return fmt.Sprintf("writer %.0f tx/s; %d of %d deliveries in %.1f s = %.0f/s; latency p50 %.2f ms p99 %.2f ms max %.1f ms (commit to NATS: p50 %.2f ms p99 %.2f ms); "+
-		"gateway CPU %.2f s (%.3f s/100k), load CPU %.2f s; lost %d, cut %d, resyncs %d, errors %d %s",
+		"gateway CPU %.2f s (%.3f s/100k), load generator CPU %.2f s, ingest CPU %.2f s; lost %d, cut %d, resyncs %d, errors %d %s",
 		r.commitRate, r.deliveries, r.expected, r.seconds, r.perSec, r.p50, r.p99, r.max, r.tapP50, r.tapP99,
-		r.gwCPU.Seconds(), r.cpuPer100k(), r.loadCPU.Seconds(), r.lost, r.cut, r.resyncs, r.errors, r.problem)
+		r.gwCPU.Seconds(), r.cpuPer100k(), r.loadCPU.Seconds(), r.ingestCPU.Seconds(), r.lost, r.cut, r.resyncs, r.errors, r.problem)
 }
 
 func (r phaseResult) cpuPer100k() float64 {
@@ -206,7 +207,7 @@ func runPhase(b *testing.B, st *stack, l *loadProc, per map[string]int64, w Writ
 	gwPid, loadPid := st.gateway.Pid(), l.p.Pid()
 	s0 := l.stats(b)
 	tap0 := st.tap.Snapshot()
-	c0, lc0 := cpuOf(b, gwPid), cpuOf(b, loadPid)
+	c0, lc0, ic0 := cpuOf(b, gwPid), cpuOf(b, loadPid), cpuOf(b, st.ingest.Pid())
 	t0 := time.Now()
 	ctx, cancel := ctxTimeout(w.Duration + 5*time.Minute)
 	defer cancel()
@@ -228,7 +229,7 @@ func runPhase(b *testing.B, st *stack, l *loadProc, per map[string]int64, w Writ
 		time.Sleep(20 * time.Millisecond) // polling a condition with a deadline
 	}
 	t1 := time.Now()
-	c1, lc1 := cpuOf(b, gwPid), cpuOf(b, loadPid)
+	c1, lc1, ic1 := cpuOf(b, gwPid), cpuOf(b, loadPid), cpuOf(b, st.ingest.Pid())
 	lat := s1.Latency.Sub(s0.Latency)
 	tap := st.tap.Snapshot().Sub(tap0)
 	r := phaseResult{
@@ -243,6 +244,7 @@ func runPhase(b *testing.B, st *stack, l *loadProc, per map[string]int64, w Writ
 		tapP99:     tap.Quantile(0.99),
 		gwCPU:      c1 - c0,
 		loadCPU:    lc1 - lc0,
+		ingestCPU:  ic1 - ic0,
 		cut:        s1.Closed - s0.Closed,
 		resyncs:    s1.Resyncs - s0.Resyncs,
 		errors:     s1.Errors - s0.Errors,
@@ -312,12 +314,15 @@ func BenchmarkGatewaySnapshot(b *testing.B) {
 	})
 	b.Run("gateway", func(b *testing.B) {
 		for i := 0; i < 2; i++ {
+			c0 := cpuOf(b, st.gateway.Pid())
 			l, ev := startLoad(b, bins, fmt.Sprintf("snapshot-%d", i), "--mode", "snapshot", "--url", st.wsURL,
 				"--org", "big", "--jwt-secret", st.secret, "--source-addrs", DefaultSourceAddrs()[i])
 			if ev.Event != "snapshot" || ev.Result.Rows != int64(sz.snapshotRows) {
 				b.Fatalf("snapshot: %+v", ev)
 			}
-			b.Logf("gateway snapshot: %d rows, %d frames, %d MiB in %.2f s", ev.Result.Rows, ev.Result.Frames, ev.Result.Bytes>>20, ev.Result.Seconds)
+			gwCPU := cpuOf(b, st.gateway.Pid()) - c0
+			b.Logf("gateway snapshot: %d rows, %d frames, %d MiB in %.2f s; CPU: gateway %.2f s, client process %.2f s",
+				ev.Result.Rows, ev.Result.Frames, ev.Result.Bytes>>20, ev.Result.Seconds, gwCPU.Seconds(), ev.Result.ClientCPUSeconds)
 			gwRate = max(gwRate, ev.Result.RowsPerSecond)
 			<-l.p.Done()
 		}

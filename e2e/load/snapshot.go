@@ -38,6 +38,9 @@ type SnapshotResult struct {
 	Seconds float64 `json:"seconds"`
 	// RowsPerSecond is Rows / Seconds.
 	RowsPerSecond float64 `json:"rows_per_second"`
+	// ClientCPUSeconds is the CPU time the client process used in all
+	// (set by ripple-load, not by Snapshot).
+	ClientCPUSeconds float64 `json:"client_cpu_seconds,omitempty"`
 }
 
 // Snapshot opens one connection, subscribes to (Table, Org) without a cursor

@@ -87,6 +87,10 @@ func run() error {
 		if err != nil {
 			return err
 		}
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
+			res.ClientCPUSeconds = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+		}
 		return out.Encode(map[string]any{"event": "snapshot", "result": res})
 	case "ripple", "echo":
 	default:
