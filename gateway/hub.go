@@ -87,7 +87,8 @@ type txAsm struct {
 	lsn       schema.LSN
 	time      time.Time
 	haveLast  bool
-	live      map[*sub]struct{}
+	live      []*sub   // live subscriptions sent parts of it (each once)
+	conns     []*hconn // their connections (each once)
 	bufSubs   map[*sub]struct{}
 	confirmed map[*hconn][]int64
 }
@@ -102,6 +103,7 @@ type hconn struct {
 	lastXID   schema.XID8
 	lastOrg   string
 	chunkMark uint64
+	txMark    *txAsm
 }
 
 type subState int
@@ -129,6 +131,7 @@ type sub struct {
 	removed bool
 	retry   int
 
+	txMark    *txAsm
 	buffering bool
 	buf       []bufEntry
 	bufParts  int
@@ -403,7 +406,7 @@ func (h *hub) onPart(t *topic, p *schema.RawPart) {
 			return
 		}
 		a = &txAsm{key: key, nextSeq: map[string]int{}, last: map[string]bool{}, topics: map[*topic]struct{}{},
-			live: map[*sub]struct{}{}, bufSubs: map[*sub]struct{}{}}
+			bufSubs: map[*sub]struct{}{}}
 		h.txs[key] = a
 	}
 	exp := a.nextSeq[t.subject]
@@ -452,7 +455,14 @@ func (h *hub) dispatch(t *topic, a *txAsm, p *schema.RawPart) {
 		switch s.state {
 		case stLive:
 			hc := s.hc
-			a.live[s] = struct{}{}
+			if s.txMark != a {
+				s.txMark = a
+				a.live = append(a.live, s)
+			}
+			if hc.txMark != a {
+				hc.txMark = a
+				a.conns = append(a.conns, hc)
+			}
 			if s.proj == nil {
 				if hc.chunkMark == h.chunkN {
 					continue
@@ -559,32 +569,42 @@ func (h *hub) complete(a *txAsm) bool {
 func (h *hub) finish(a *txAsm) {
 	delete(h.txs, a.key)
 	now := time.Now()
-	sent := map[*hconn]bool{}
+	var shared []byte // the commit frame of connections without confirmations
 	commit := func(hc *hconn) {
-		if sent[hc] {
-			return
-		}
-		sent[hc] = true
 		if a.lsn < hc.lastLSN || (a.lsn == hc.lastLSN && (a.key.xid != hc.lastXID || a.key.org == hc.lastOrg)) {
 			return // a repeat: the client applied it already
 		}
 		hc.lastLSN, hc.lastXID, hc.lastOrg = a.lsn, a.key.xid, a.key.org
-		h.send(hc, encodeCommit("", a.key.xid, a.lsn, a.time, a.key.org, a.confirmed[hc]))
+		if conf := a.confirmed[hc]; len(conf) > 0 {
+			h.send(hc, encodeCommit("", a.key.xid, a.lsn, a.time, a.key.org, conf))
+		} else {
+			if shared == nil {
+				shared = encodeCommit("", a.key.xid, a.lsn, a.time, a.key.org, nil)
+			}
+			h.send(hc, shared)
+		}
 		if !a.time.IsZero() {
 			h.g.m.latency.Observe(now.Sub(a.time).Seconds())
 		}
 	}
-	for s := range a.live {
-		if s.removed || s.state != stLive {
-			continue
+	for _, s := range a.live {
+		s.txMark = nil
+		if !s.removed && s.state == stLive {
+			s.applied = max(s.applied, a.lsn)
 		}
-		s.applied = max(s.applied, a.lsn)
-		commit(s.hc)
 	}
-	for hc := range a.confirmed {
+	for _, hc := range a.conns {
 		if _, ok := h.conns[hc]; ok {
 			commit(hc)
 		}
+	}
+	for hc := range a.confirmed {
+		if _, ok := h.conns[hc]; ok && hc.txMark != a {
+			commit(hc) // confirmations without parts
+		}
+	}
+	for _, hc := range a.conns {
+		hc.txMark = nil
 	}
 	for s := range a.bufSubs {
 		if !s.removed && s.state == stCatchup && s.buffering {
