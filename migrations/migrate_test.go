@@ -2,6 +2,7 @@ package migrations_test
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -49,8 +50,9 @@ func TestMigrate(t *testing.T) {
 			if err != nil || v != migrations.LatestVersion() || v < 1 {
 				t.Fatalf("Version = %d, %v; want %d", v, err, migrations.LatestVersion())
 			}
-			if n := queryString(t, conn, "SELECT count(*)::text FROM ripple.schema_migrations"); n != "1" {
-				t.Fatalf("schema_migrations rows = %s, want 1", n)
+			// One row per migration file (versions 1..LatestVersion).
+			if n, want := queryString(t, conn, "SELECT count(*)::text FROM ripple.schema_migrations"), strconv.Itoa(migrations.LatestVersion()); n != want {
+				t.Fatalf("schema_migrations rows = %s, want %s", n, want)
 			}
 			for _, q := range []struct{ sql, want string }{
 				{"SELECT pubinsert::text || pubupdate::text || pubdelete::text || pubtruncate::text FROM pg_publication WHERE pubname = 'ripple'", "truetruetruetrue"},
@@ -116,8 +118,8 @@ func TestMigrateConcurrent(t *testing.T) {
 			t.Fatalf("Migrate %d: %v", i, err)
 		}
 	}
-	if n := queryString(t, blocker, "SELECT count(*)::text FROM ripple.schema_migrations"); n != "1" {
-		t.Fatalf("schema_migrations rows = %s, want 1", n)
+	if n, want := queryString(t, blocker, "SELECT count(*)::text FROM ripple.schema_migrations"), strconv.Itoa(migrations.LatestVersion()); n != want {
+		t.Fatalf("schema_migrations rows = %s, want %s", n, want)
 	}
 	if n := queryString(t, blocker, "SELECT count(*)::text FROM ripple.horizon"); n != "1" {
 		t.Fatalf("horizon rows = %s, want 1", n)

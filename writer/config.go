@@ -26,8 +26,15 @@ type Config struct {
 	// Subject is the request subject. Default schema.SubjectMutate.
 	Subject string
 	// MaxConns is the number of database connections, and so the number of
-	// mutations executed at once. Default 8.
+	// transactions (batches of mutations) executed at once. Default 8.
 	MaxConns int32
+	// MaxBatch is the most mutations one transaction applies (group
+	// commit, see doc.go). Mutations that arrive while a batch runs wait
+	// for the next one; no fixed delay is added. 1 runs every mutation in
+	// its own transaction. At most 64 (each mutation of a batch runs under
+	// its own savepoint, and Postgres caches 64 subtransaction ids per
+	// transaction). Default 64.
+	MaxBatch int
 	// StatementTimeout is the statement_timeout of every connection. A
 	// mutation that hits it is answered "unavailable" and not recorded.
 	// Default 5s.
@@ -57,6 +64,9 @@ func (c *Config) setDefaults() {
 	if c.MaxConns == 0 {
 		c.MaxConns = 8
 	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 64
+	}
 	if c.StatementTimeout == 0 {
 		c.StatementTimeout = 5 * time.Second
 	}
@@ -82,6 +92,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: NATSURL or NATS is required", ErrBadConfig)
 	case c.MaxConns < 1:
 		return fmt.Errorf("%w: MaxConns must be positive", ErrBadConfig)
+	case c.MaxBatch < 1 || c.MaxBatch > maxBatch:
+		return fmt.Errorf("%w: MaxBatch must be 1 to %d", ErrBadConfig, maxBatch)
 	case c.StatementTimeout < 0 || c.RequestTimeout < 0 || c.DrainTimeout < 0:
 		return fmt.Errorf("%w: negative timeout", ErrBadConfig)
 	case c.MaxAttempts < 1:

@@ -13,15 +13,18 @@
 //
 // # Exactly once, in order
 //
-// A request (client_id, mutation_id) runs as one transaction:
+// A request (client_id, mutation_id) runs in a transaction:
 //
-//  1. BEGIN; INSERT INTO ripple.clients (client_id) ON CONFLICT DO NOTHING;
-//     SELECT last_mutation_id ... FOR UPDATE. The row lock serialises one
-//     client's mutations across every writer.
+//  1. BEGIN; SELECT ... FROM ripple.begin_mutations(client_ids, mutation_ids)
+//     (migrations/sql/0002_writer_begin_mutations.sql): in one call it makes
+//     sure the client's row of ripple.clients exists and locks it (FOR
+//     UPDATE), and answers the id expected next and the recorded outcome of
+//     the mutation, if any. The row lock serialises one client's mutations
+//     across every writer.
 //  2. If ripple.mutations already holds (client_id, mutation_id), the stored
 //     reply is sent again (same status, code, message, result and xid) and
 //     nothing changes: a retry after a lost reply is harmless.
-//  3. If mutation_id is not last_mutation_id+1, the reply is a rejection with
+//  3. If mutation_id is not the expected id, the reply is a rejection with
 //     code "mutation_out_of_order" whose message and result
 //     (schema.OutOfOrderResult) name the expected id. It is not recorded:
 //     the client sends the missing mutations first and then this one again,
@@ -35,11 +38,47 @@
 //     the mutation stays), records the rejection, advances last_mutation_id
 //     and commits: a retry gets the same rejection.
 //
-// Steps 1 and 2 (and, for a built-in mutator whose table metadata is cached,
-// the write itself, under the savepoint) travel to the database in one
+// Step 1 (and, for a built-in mutator whose table metadata is cached, the
+// write itself, under the savepoint) travels to the database in one
 // pipelined round trip; the record, the advance of last_mutation_id and the
 // COMMIT in a second one. A write sent early for a mutation that turns out
-// to be recorded already or out of order is rolled back with the rest.
+// to be recorded already or out of order is rolled back.
+//
+// # Group commit
+//
+// Mutations that arrive while the database is busy are applied together, up
+// to Config.MaxBatch in one transaction, each under its own savepoint, with
+// the protocol above for each: the cost of a commit and of the round trips
+// is shared. Each database connection has a batcher (a lane); a client's
+// mutations always go to the same lane (by a hash of its client id), so one
+// writer never runs one client's mutations in two transactions at once, and
+// runs them in arrival order. A batcher takes every request waiting for it
+// (at least one, at most MaxBatch) as soon as its previous batch finished;
+// there is no added delay, so a lone mutation runs alone.
+//
+// A batch is sorted by (client_id, mutation_id): ripple.begin_mutations
+// locks the clients' rows in that order (two batches, of one writer or of
+// several, that share clients cannot deadlock on them, and a client's row
+// stays locked until the batch commits, so other writers' transactions for
+// that client wait), and one client's mutations run in id order; the id
+// expected for a client's second mutation in the batch counts its first.
+// One round trip carries BEGIN, the bookkeeping of every mutation and the
+// prepared built-in writes (each after its own SAVEPOINT); a mutation that
+// is recorded already, out of order or rejected is rolled back to its
+// savepoint (its rejection recorded) and the writes queued after it are sent
+// again. Custom mutators (and built-ins whose metadata is not cached) run
+// interactively under their savepoints. A last round trip records every
+// mutation (one INSERT of all records), advances every client (one UPDATE)
+// and commits; only then are the replies sent. Every mutation of a batch is
+// recorded with the batch's xid, and the client recognises its confirmation
+// by its own record in that commit, as for a transaction of one.
+//
+// When the batch's transaction fails as a whole (a serialization failure or
+// deadlock, a mutator that left the transaction aborted, a deferred
+// constraint or any failure at COMMIT, a lost connection), nothing of it
+// committed and each of its mutations runs again in its own transaction as
+// described above, in (client_id, mutation_id) order. A repeated request for
+// a mutation already waiting in the same batch gets the first one's reply.
 //
 // Serialization failures and deadlocks run the whole transaction again (up
 // to Config.MaxAttempts). When the mutator's writes fail only at commit (a

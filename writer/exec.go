@@ -12,12 +12,14 @@ import (
 	"github.com/ripple-sync/ripple/schema"
 )
 
-// Statements of the exactly-once protocol (see doc.go).
+// Statements of the exactly-once protocol (see doc.go). sqlBegin is the
+// bookkeeping function of migrations/sql/0002_writer_begin_mutations.sql: it
+// makes sure the clients' rows exist, locks them in client_id order and
+// answers, per mutation, the id expected at that point and the recorded
+// outcome if there is one.
 const (
-	sqlEnsureClient = `INSERT INTO ripple.clients (client_id) VALUES ($1) ON CONFLICT DO NOTHING`
-	sqlLockClient   = `SELECT last_mutation_id FROM ripple.clients WHERE client_id = $1 FOR UPDATE`
-	sqlStored       = `SELECT status, code, message, result::text, ripple_xid::text FROM ripple.mutations WHERE client_id = $1 AND mutation_id = $2`
-	sqlRecord       = `INSERT INTO ripple.mutations (client_id, mutation_id, org, status, code, message, result)
+	sqlBegin  = `SELECT o_ord, o_expected, o_status, o_code, o_message, o_result, o_xid FROM ripple.begin_mutations($1::text[], $2::bigint[])`
+	sqlRecord = `INSERT INTO ripple.mutations (client_id, mutation_id, org, status, code, message, result)
 VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb) RETURNING ripple_xid::text, result::text`
 	sqlAdvance = `UPDATE ripple.clients SET last_mutation_id = $2, updated_at = now() WHERE client_id = $1`
 )
@@ -134,9 +136,7 @@ func (w *Writer) attempt(ctx context.Context, req schema.MutationRequest, m Muta
 	// under, and (for a prepared built-in) write.
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
-	b.Queue(sqlEnsureClient, req.ClientID)
-	b.Queue(sqlLockClient, req.ClientID)
-	b.Queue(sqlStored, req.ClientID, req.MutationID)
+	b.Queue(sqlBegin, []string{req.ClientID}, []int64{req.MutationID})
 	b.Queue("SAVEPOINT mutation")
 	if early != nil {
 		early.queue(b)
@@ -151,20 +151,18 @@ func (w *Writer) attempt(ctx context.Context, req schema.MutationRequest, m Muta
 	br := conn.SendBatch(ctx, b)
 	err = func() error {
 		defer br.Close()
-		for range 2 {
-			if _, err := br.Exec(); err != nil {
-				return err
-			}
-		}
-		if err := br.QueryRow().Scan(&lastID); err != nil {
+		if _, err := br.Exec(); err != nil {
 			return err
 		}
-		switch err := br.QueryRow().Scan(&stored.status, &stored.code, &stored.message, &stored.result, &stored.xid); {
-		case errors.Is(err, pgx.ErrNoRows):
-		case err != nil:
+		var ord int32
+		var expected int64
+		var status *string
+		if err := br.QueryRow().Scan(&ord, &expected, &status, &stored.code, &stored.message, &stored.result, &stored.xid); err != nil {
 			return err
-		default:
-			found = true
+		}
+		lastID = expected - 1
+		if status != nil {
+			found, stored.status = true, *status
 		}
 		if _, err := br.Exec(); err != nil {
 			return err
@@ -194,13 +192,7 @@ func (w *Writer) attempt(ctx context.Context, req schema.MutationRequest, m Muta
 	if req.MutationID != lastID+1 {
 		// Not recorded and not applied: the client sends the missing
 		// mutations first and retries this one.
-		res, _ := json.Marshal(schema.OutOfOrderResult{Expected: lastID + 1})
-		r := rejectedReply(base, CodeOutOfOrder, fmt.Sprintf("mutation %d is out of order: expected mutation_id %d", req.MutationID, lastID+1))
-		if req.MutationID <= lastID {
-			r.Message = fmt.Sprintf("mutation %d was processed before but its record is gone: expected mutation_id %d", req.MutationID, lastID+1)
-		}
-		r.Result = res
-		return outcome{reply: r}
+		return outcome{reply: outOfOrderReply(base, lastID)}
 	}
 
 	rej := force
@@ -350,7 +342,7 @@ type storedRow struct {
 	code    *string
 	message *string
 	result  *string
-	xid     string
+	xid     *string
 }
 
 func (s storedRow) reply(base schema.MutationReply) schema.MutationReply {
@@ -364,6 +356,8 @@ func (s storedRow) reply(base schema.MutationReply) schema.MutationReply {
 	if s.result != nil {
 		base.Result = json.RawMessage(*s.result)
 	}
-	base.XID, _ = schema.ParseXID8(s.xid)
+	if s.xid != nil {
+		base.XID, _ = schema.ParseXID8(*s.xid)
+	}
 	return base
 }

@@ -10,6 +10,8 @@ type metrics struct {
 	retries   prometheus.Counter
 	replays   prometheus.Counter
 	inflight  prometheus.Gauge
+	batch     prometheus.Histogram
+	fallbacks prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -35,9 +37,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "ripple", Subsystem: "writer", Name: "inflight",
 			Help: "Mutations being executed.",
 		}),
+		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "ripple", Subsystem: "writer", Name: "batch_size",
+			Help:    "Mutations applied together in one transaction (group commit).",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
+		}),
+		fallbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ripple", Subsystem: "writer", Name: "batch_fallbacks_total",
+			Help: "Batches whose transaction failed as a whole and whose mutations were run one by one.",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.mutations, m.duration, m.retries, m.replays, m.inflight} {
+		for _, c := range []prometheus.Collector{m.mutations, m.duration, m.retries, m.replays, m.inflight, m.batch, m.fallbacks} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -145,22 +145,43 @@ func (w *Writer) Run(ctx context.Context) error {
 		w.log.Warn("could not preload sync tables", "err", err)
 	}
 
-	sem := make(chan struct{}, w.cfg.MaxConns)
+	// One batcher per database connection; each client maps to one lane.
+	ln := newLanes(int(w.cfg.MaxConns), w.cfg.MaxBatch)
+	quit := make(chan struct{})
 	reqCtx := context.WithoutCancel(ctx)
-	sub, err := nc.QueueSubscribe(w.cfg.Subject, w.cfg.Queue, func(msg *nats.Msg) {
-		// Runs on the subscription's goroutine: blocking here when every
-		// connection is busy leaves further requests queued in NATS.
-		sem <- struct{}{}
-		w.inflight.Add(1)
+	var lanesDone sync.WaitGroup
+	for _, in := range ln.in {
+		lanesDone.Add(1)
 		go func() {
-			defer func() { <-sem; w.inflight.Done() }()
-			w.serve(reqCtx, msg)
+			defer lanesDone.Done()
+			w.runLane(reqCtx, in, quit)
 		}()
+	}
+	sub, err := nc.QueueSubscribe(w.cfg.Subject, w.cfg.Queue, func(msg *nats.Msg) {
+		// Runs on the subscription's goroutine: blocking here when the
+		// lane is full leaves further requests queued in NATS.
+		w.inflight.Add(1)
+		p, ok := w.accept(msg)
+		if !ok {
+			return
+		}
+		select {
+		case ln.of(p.req.ClientID) <- p:
+		case <-quit:
+			w.respond(p, rejectedReply(schema.MutationReply{ClientID: p.req.ClientID, MutationID: p.req.MutationID},
+				CodeUnavailable, "the writer is shutting down; send the mutation again"))
+		}
 	})
 	if err != nil {
+		close(quit)
 		return fmt.Errorf("writer: subscribe %s: %w", w.cfg.Subject, err)
 	}
+	defer func() {
+		close(quit)
+		lanesDone.Wait()
+	}()
 	if err := sub.SetPendingLimits(-1, 64<<20); err != nil {
+		_ = sub.Unsubscribe()
 		return fmt.Errorf("writer: subscription limits: %w", err)
 	}
 	if err := nc.FlushTimeout(10 * time.Second); err != nil && ctx.Err() == nil {
@@ -205,23 +226,34 @@ func (w *Writer) warm(ctx context.Context) error {
 	return err
 }
 
-// serve answers one request message.
-func (w *Writer) serve(ctx context.Context, msg *nats.Msg) {
-	start := time.Now()
+// accept decodes a request message. A malformed or invalid request is
+// answered at once (ok false); a valid one is returned for its lane.
+func (w *Writer) accept(msg *nats.Msg) (p *pending, ok bool) {
+	p = &pending{msg: msg, start: time.Now()}
 	w.metrics.inflight.Inc()
-	defer w.metrics.inflight.Dec()
-	var reply schema.MutationReply
-	var req schema.MutationRequest
-	if err := json.Unmarshal(msg.Data, &req); err != nil {
-		reply = rejectedReply(schema.MutationReply{}, CodeInvalidArgument, "malformed mutation request: "+err.Error())
-	} else {
-		ctx, cancel := context.WithTimeout(ctx, w.cfg.RequestTimeout)
-		reply = w.process(ctx, req)
-		cancel()
+	if err := json.Unmarshal(msg.Data, &p.req); err != nil {
+		w.respond(p, rejectedReply(schema.MutationReply{}, CodeInvalidArgument, "malformed mutation request: "+err.Error()))
+		return nil, false
 	}
+	base := schema.MutationReply{ClientID: p.req.ClientID, MutationID: p.req.MutationID}
+	if p.req.ClientID == "" || len(p.req.ClientID) > maxClientIDLen {
+		w.respond(p, rejectedReply(base, CodeInvalidArgument, fmt.Sprintf("client_id must be 1 to %d bytes", maxClientIDLen)))
+		return nil, false
+	}
+	if p.req.MutationID < 1 {
+		w.respond(p, rejectedReply(base, CodeInvalidArgument, "mutation_id must be a positive integer"))
+		return nil, false
+	}
+	return p, true
+}
+
+// respond sends a request's reply and ends its accounting.
+func (w *Writer) respond(p *pending, reply schema.MutationReply) {
+	defer w.inflight.Done()
+	defer w.metrics.inflight.Dec()
 	w.metrics.mutations.WithLabelValues(reply.Status, reply.Code).Inc()
-	w.metrics.duration.Observe(time.Since(start).Seconds())
-	if msg.Reply == "" {
+	w.metrics.duration.Observe(time.Since(p.start).Seconds())
+	if p.msg.Reply == "" {
 		return
 	}
 	data, err := json.Marshal(reply)
@@ -229,7 +261,7 @@ func (w *Writer) serve(ctx context.Context, msg *nats.Msg) {
 		w.log.Error("encode reply", "err", err)
 		return
 	}
-	if err := msg.Respond(data); err != nil {
+	if err := p.msg.Respond(data); err != nil {
 		w.log.Warn("send reply", "client_id", reply.ClientID, "mutation_id", reply.MutationID, "err", err)
 	}
 }
