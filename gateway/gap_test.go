@@ -116,3 +116,40 @@ func TestSuperCluster(t *testing.T) {
 		}
 	}
 }
+
+// The ingest stops (heartbeats stop) and a new one takes over from the slot
+// (a new epoch, repeating what it had not confirmed): subscriptions are
+// resynchronised (gap), never show a wrong total, and converge.
+func TestIngestRestart(t *testing.T) {
+	e := newEnv(t, envOpts{cfg: func(c *Config) { c.HeartbeatTimeout = 500 * time.Millisecond }})
+	setupBank(e)
+	tok := token(t, schema.Claims{Orgs: []string{"bank"}})
+	var states atomic.Int64
+	c := dial(t, e)
+	c.check = bankCheck(t, &states)
+	c.start()
+	c.auth(tok)
+	c.subscribe("bank", "accounts", "bank")
+	c.waitReady("bank", 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var committed atomic.Int64
+	wg := transfers(ctx, t, e, 2, &committed)
+	waitFor(t, 10*time.Second, "transfers", func() bool { return committed.Load() > 20 })
+	e.stopIngest()
+	c.waitFrame(10*time.Second, "resync", func(f schema.ServerFrame) bool {
+		return f.Type == schema.FrameResync && f.ID == "bank" && f.Reason == "gap"
+	})
+	waitFor(t, 10*time.Second, "not ready", func() bool { return !e.gw.Ready() })
+	start := committed.Load()
+	waitFor(t, 10*time.Second, "transfers without ingest", func() bool { return committed.Load() > start+20 })
+	e.startIngest()
+	c.waitReady("bank", 2)
+	waitFor(t, 10*time.Second, "ready again", e.gw.Ready)
+	start = committed.Load()
+	waitFor(t, 10*time.Second, "transfers after", func() bool { return committed.Load() > start+20 })
+	cancel()
+	wg.Wait()
+	want := e.tableRows("accounts", "bank")
+	waitFor(t, 20*time.Second, "converges", func() bool { return slices.Equal(c.viewOf("bank"), want) })
+}

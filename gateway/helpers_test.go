@@ -54,6 +54,25 @@ type env struct {
 	gw      *Gateway
 	srv     *httptest.Server
 	reg     *prometheus.Registry
+
+	ingestCfg  ingest.Config
+	stopIngest func()
+}
+
+// startIngest runs an ingest in this process until stopIngest or the end
+// of the test.
+func (e *env) startIngest() {
+	e.t.Helper()
+	ing, err := ingest.New(e.ingestCfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ing.Run(ctx) }()
+	var once sync.Once
+	e.stopIngest = func() { once.Do(func() { cancel(); <-done }) }
+	e.t.Cleanup(e.stopIngest)
 }
 
 type envOpts struct {
@@ -124,16 +143,10 @@ func newEnv(t testing.TB, o envOpts) *env {
 		o.gatewayNATS = o.ingestNATS
 	}
 	logger := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ing, err := ingest.New(ingest.Config{DatabaseURL: e.url, NATSURL: o.ingestNATS, SlotName: slotName(t),
+	e.ingestCfg = ingest.Config{DatabaseURL: e.url, NATSURL: o.ingestNATS, SlotName: slotName(t),
 		HeartbeatInterval: 100 * time.Millisecond, CheckpointInterval: 300 * time.Millisecond,
-		StandbyPollInterval: 100 * time.Millisecond, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ictx, icancel := context.WithCancel(ctx)
-	idone := make(chan error, 1)
-	go func() { idone <- ing.Run(ictx) }()
-	t.Cleanup(func() { icancel(); <-idone })
+		StandbyPollInterval: 100 * time.Millisecond, Logger: logger}
+	e.startIngest()
 	ccfg := catchup.Config{PrimaryURL: e.url, Logger: logger}
 	if e.replica != nil {
 		ccfg.ReplicaURL = e.replica.URL("postgres")
