@@ -24,7 +24,7 @@ func TestRunWriter(t *testing.T) {
 		minCommit int64
 		maxCommit int64
 	}{
-		{"paced", WriterConfig{Rate: 200, Duration: 500 * time.Millisecond, InsertEvery: 4}, 80, 101},
+		{"paced", WriterConfig{Rate: 200, Duration: 500 * time.Millisecond, InsertEvery: 4}, 50, 101},
 		{"unpaced, two orgs per transaction", WriterConfig{Duration: 300 * time.Millisecond, OrgsPerTx: 2, Workers: 2, InsertEvery: -1}, 10, 1 << 30},
 	}
 	for _, tc := range tests {

@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -53,7 +54,19 @@ func run() error {
 	sources := flag.String("source-addrs", strings.Join(load.DefaultSourceAddrs(), ","), "local addresses to connect from, comma-separated")
 	dialConc := flag.Int("dial-concurrency", load.DefaultDialConcurrency, "connections set up at once")
 	readyTimeout := flag.Duration("ready-timeout", load.DefaultReadyTimeout, "bound on the time until every connection is ready")
+	cpuProfile := flag.String("cpuprofile", os.Getenv("RIPPLE_LOAD_CPUPROFILE"), "write a CPU profile of the whole run to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
