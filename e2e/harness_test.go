@@ -89,11 +89,12 @@ CREATE TABLE chain (org text NOT NULL, id int8 NOT NULL, prev int8, PRIMARY KEY 
 
 var syncTables = []string{"items", "accounts", "chain"}
 
-// Options shape a Topology. The zero value is one primary (no replica),
-// one NATS server, an in-process ingest, one gateway and no writer.
+// Options shape a Topology. The zero value is a primary and a streaming
+// replica, one NATS server, an in-process ingest, one gateway (catch-up on
+// the replica) and no writer.
 type Options struct {
-	// Replica starts a streaming replica; gateways run catch-up there.
-	Replica bool
+	// NoReplica runs without a replica: gateways run catch-up on the primary.
+	NoReplica bool
 	// SuperCluster puts the ingest and writers on cluster A and the
 	// gateways on cluster B of a two-cluster NATS super-cluster.
 	SuperCluster bool
@@ -193,7 +194,7 @@ func Start(t testing.TB, o Options) *Topology {
 		t.Fatal(err)
 	}
 	t.Cleanup(tp.Pool.Close)
-	if o.Replica {
+	if !o.NoReplica {
 		tp.Replica = tp.PG.StartReplica(t)
 		tp.Replica.WaitCaughtUp(t)
 	}
@@ -241,7 +242,14 @@ func (tp *Topology) goRun(name string, fn func(context.Context) error) {
 			tp.t.Logf("%s: %v", name, err)
 		}
 	}()
-	tp.t.Cleanup(func() { cancel(); <-done })
+	tp.t.Cleanup(func() {
+		t0 := time.Now()
+		cancel()
+		<-done
+		if time.Since(t0) > time.Second {
+			tp.t.Logf("%s took %v to stop", name, time.Since(t0))
+		}
+	})
 }
 
 // StartWriter starts one more in-process writer with the given custom
@@ -308,7 +316,10 @@ func (tp *Topology) startGateway(o Options) *GW {
 	t.Cleanup(func() {
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		_ = g.Gateway.Shutdown(sctx)
+		t0 := time.Now()
+		if err := g.Gateway.Shutdown(sctx); err != nil || time.Since(t0) > time.Second {
+			t.Logf("gateway shutdown took %v: %v", time.Since(t0), err)
+		}
 		g.Server.Close()
 		cu.Close()
 	})

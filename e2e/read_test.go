@@ -127,7 +127,7 @@ func (tp *Topology) itemsWorkload(org string, ids int) func(ctx context.Context,
 // TestConvergeWhileSubscribing: writers commit continuously while clients
 // subscribe at different moments; every client's final view equals the table.
 func TestConvergeWhileSubscribing(t *testing.T) {
-	tp := Start(t, Options{Replica: true})
+	tp := Start(t, Options{})
 	gw := tp.Gateways[0]
 	tok := Token(t, schema.Claims{Orgs: []string{"acme"}})
 	w := startWorkload(t, 2, 2*time.Millisecond, tp.itemsWorkload("acme", 60))
@@ -216,7 +216,7 @@ func (b *bankCheck) sample(stop <-chan struct{}, wg *sync.WaitGroup) {
 // clients subscribed before, mid-stream, and one that is cut off and resumes
 // never show a total other than the constant, and never go back in time.
 func TestBankTotalConstant(t *testing.T) {
-	tp := Start(t, Options{Replica: true})
+	tp := Start(t, Options{})
 	gw := tp.Gateways[0]
 	const accounts, balance = 20, 1000
 	for _, org := range []string{"acme", "globex"} {

@@ -87,7 +87,7 @@ func (tp *Topology) bump(org string, ids int) func(ctx context.Context, rng *ran
 // and a resuming client keeps its data; nobody shows a state older than one
 // it showed; after ResumeReplay everyone converges.
 func TestReplicaReplayPaused(t *testing.T) {
-	tp := Start(t, Options{Replica: true, Catchup: func(c *catchup.Config) { c.ReplicaWaitTimeout = 300 * time.Millisecond }})
+	tp := Start(t, Options{Catchup: func(c *catchup.Config) { c.ReplicaWaitTimeout = 300 * time.Millisecond }})
 	gw := tp.Gateways[0]
 	tp.Exec(`INSERT INTO items (org, id, v) SELECT 'acme', g, 1 FROM generate_series(1, 30) g`)
 	tok := Token(t, schema.Claims{Orgs: []string{"acme"}})
@@ -173,7 +173,7 @@ func TestReplicaReplayPaused(t *testing.T) {
 // attached to cluster B; clients lose nothing: every committed version of
 // every row arrives, in order, and the final views equal the table.
 func TestSuperCluster(t *testing.T) {
-	tp := Start(t, Options{Replica: true, SuperCluster: true})
+	tp := Start(t, Options{SuperCluster: true})
 	gw := tp.Gateways[0]
 	tok := Token(t, schema.Claims{Orgs: []string{"acme"}})
 	v := &violations{}
@@ -211,7 +211,7 @@ func TestSuperCluster(t *testing.T) {
 // client's snapshot has T in progress (cursor <= T's xid); T commits while
 // the client is offline; the client resumes by cursor and has T's row.
 func TestRule5Interleaving(t *testing.T) {
-	tp := Start(t, Options{Replica: true})
+	tp := Start(t, Options{})
 	gw := tp.Gateways[0]
 	ctx := context.Background()
 	oConn := tp.PG.Connect(t, tp.DB)
@@ -277,7 +277,7 @@ func TestRule5Interleaving(t *testing.T) {
 // updated and deleted resumes by cursor, receives only the changes (at most
 // 1.1x the rows changed) and ends identical to the table.
 func TestOfflineClientResume(t *testing.T) {
-	tp := Start(t, Options{Replica: true})
+	tp := Start(t, Options{})
 	gw := tp.Gateways[0]
 	ctx := context.Background()
 	var seedXID uint64
