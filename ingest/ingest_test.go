@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ripple-sync/ripple/schema"
 )
 
@@ -47,7 +49,10 @@ func TestConfigValidate(t *testing.T) {
 // nothing.
 func TestRouting(t *testing.T) {
 	e := newEnv(t)
-	e.start(t, e.config(t))
+	cfg := e.config(t)
+	reg := prometheus.NewRegistry()
+	cfg.Registerer = reg
+	e.start(t, cfg)
 	all := collect(t, e.nats.Connect(t), "sync.>", schema.SubjectControl)
 	third := collect(t, e.nats.Connect(t), "sync.orgc.>", schema.SubjectControl)
 
@@ -101,6 +106,21 @@ func TestRouting(t *testing.T) {
 	}
 	if rx != xid.String() {
 		t.Errorf("part xid %v, row ripple_xid %s", xid, rx)
+	}
+	// Metrics counted the commit and its rows.
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	metric := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			metric[mf.GetName()] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	if metric["ripple_ingest_commits_total"] < 1 || metric["ripple_ingest_rows_total"] < 5 ||
+		metric["ripple_ingest_published_bytes_total"] == 0 || metric["ripple_ingest_leader"] != 1 {
+		t.Errorf("metrics: %v", metric)
 	}
 	// The third organisation's subscriber has seen a heartbeat past the
 	// commit (published after it on the same connection) and no data.
@@ -290,5 +310,42 @@ func TestResync(t *testing.T) {
 			t.Logf("%s %s %+v %+v", r.subject, r.kind, r.part, r.resync)
 		}
 		t.Error("row with the new column not published")
+	}
+}
+
+// TestReplicaIdentityDefault: without REPLICA IDENTITY FULL a delete cannot
+// be routed to its organisation; it becomes a resync marker of the table,
+// never a silent loss. Key changes still delete the old key.
+func TestReplicaIdentityDefault(t *testing.T) {
+	e := newEnv(t)
+	e.start(t, e.config(t))
+	c := collect(t, e.nats.Connect(t), "sync.>", schema.SubjectControl)
+	e.exec(t, "INSERT INTO lists VALUES ('o1', 1, 'a'), ('o1', 2, 'b')")
+	e.exec(t, "ALTER TABLE lists REPLICA IDENTITY DEFAULT")
+	before := e.currentLSN(t)
+	e.exec(t, "UPDATE lists SET id = 3 WHERE id = 2")
+	end := e.txn(t, "DELETE FROM lists WHERE id = 1")
+	recs := c.wait(10*time.Second, "heartbeat past the commits", func(r []rec) bool { return maxD(r) >= end })
+	var ops []string
+	var resync *schema.Resync
+	for _, r := range recs {
+		if r.part != nil && r.part.Last && r.part.LSN > before {
+			for _, o := range r.part.Ops {
+				ops = append(ops, r.subject+" "+o.Op+" "+string(o.Key)+string(o.Row))
+			}
+		}
+		if r.resync != nil && r.resync.LSN > before {
+			resync = r.resync
+		}
+	}
+	want := []string{
+		schema.DataSubject("o1", "lists") + ` delete {"id":2}`,
+		schema.DataSubject("o1", "lists") + ` update {"org_id":"o1","id":3,"name":"b"}`,
+	}
+	if !reflect.DeepEqual(ops, want) {
+		t.Errorf("ops %q, want %q", ops, want)
+	}
+	if resync == nil || resync.Table != "lists" || resync.Reason != "unroutable_delete" {
+		t.Errorf("resync %+v, want lists/unroutable_delete", resync)
 	}
 }

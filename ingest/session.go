@@ -39,6 +39,7 @@ type session struct {
 	cfg   *Config
 	nc    *nats.Conn
 	repl  *pgconn.PgConn
+	br    *bufio.Reader // the replication connection's read buffer (reader goroutine only)
 	query *pgx.Conn
 	types *schema.Types
 
@@ -54,11 +55,12 @@ type session struct {
 	ckpts     []checkpoint
 	hbPending bool
 
-	scratch []byte   // message being published
-	tail    []byte   // an op moved out of a part while it is flushed
-	free    [][]byte // recycled part buffers
-	vals    [][]byte
-	oldVals [][]byte
+	epochJSON []byte   // the epoch as a JSON string
+	scratch   []byte   // message being published
+	tail      []byte   // an op moved out of a part while it is flushed
+	free      [][]byte // recycled part buffers
+	vals      [][]byte
+	oldVals   [][]byte
 }
 
 // replicate runs one replication session until an error or ctx is done.
@@ -72,6 +74,7 @@ func (i *Ingest) replicate(ctx context.Context, nc *nats.Conn, ckpts <-chan chec
 	default:
 	}
 	s := &session{i: i, cfg: &i.cfg, nc: nc, rels: make(map[uint32]*boundRel), reconnects: nc.Stats().Reconnects}
+	s.epochJSON, _ = json.Marshal(i.cfg.Epoch)
 	defer s.close()
 	if err := s.connect(ctx); err != nil {
 		return err
@@ -123,7 +126,8 @@ func (s *session) connect(ctx context.Context) error {
 	rcfg.RuntimeParams["replication"] = "database"
 	// Large reads: a busy stream then costs one syscall per many messages.
 	rcfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
-		return pgproto3.NewFrontend(bufio.NewReaderSize(r, 256<<10), w)
+		s.br = bufio.NewReaderSize(r, 256<<10)
+		return pgproto3.NewFrontend(s.br, w)
 	}
 	if s.repl, err = pgconn.ConnectConfig(ctx, rcfg); err != nil {
 		return fmt.Errorf("ingest: connect replication connection: %w", err)
@@ -179,9 +183,7 @@ type byteBudget struct {
 
 func (b *byteBudget) acquire(ctx context.Context, n int64) error {
 	for {
-		u := b.used.Load()
-		if u == 0 || u+n <= b.max {
-			b.used.Add(n)
+		if b.tryAcquire(n) {
 			return nil
 		}
 		select {
@@ -190,6 +192,16 @@ func (b *byteBudget) acquire(ctx context.Context, n int64) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// tryAcquire takes n bytes if that needs no wait.
+func (b *byteBudget) tryAcquire(n int64) bool {
+	u := b.used.Load()
+	if u == 0 || u+n <= b.max {
+		b.used.Add(n)
+		return true
+	}
+	return false
 }
 
 func (b *byteBudget) release(n int64) {
@@ -215,10 +227,24 @@ type queue struct {
 	signal chan struct{}
 }
 
-func (q *queue) put(in inMsg) {
+func (q *queue) put(in inMsg, more bool) {
 	q.mu.Lock()
 	q.items = append(q.items, in)
+	n := len(q.items)
 	q.mu.Unlock()
+	// While more input is already buffered, wake the main loop only every
+	// so often: one wake-up per batch instead of per message.
+	if more && n%256 != 1 {
+		return
+	}
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+}
+
+// flush wakes the main loop for whatever is queued.
+func (q *queue) flush() {
 	select {
 	case q.signal <- struct{}{}:
 	default:
@@ -256,10 +282,13 @@ func (s *session) read(ctx context.Context, q *queue, budget *byteBudget) error 
 				return err
 			}
 			n := int64(len(buf))
-			if err := budget.acquire(ctx, n); err != nil {
-				return err
+			if !budget.tryAcquire(n) {
+				q.flush() // the main loop must see what is queued to release budget
+				if err := budget.acquire(ctx, n); err != nil {
+					return err
+				}
 			}
-			q.put(inMsg{m, n})
+			q.put(inMsg{m, n}, s.br.Buffered() > 0)
 		case *pgproto3.ErrorResponse:
 			return fmt.Errorf("ingest: replication: %w", pgconn.ErrorResponseToPgError(msg))
 		case *pgproto3.CopyDone:

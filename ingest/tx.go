@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,7 +20,8 @@ type part struct {
 	seq                 int    // next chunk number
 	ops                 []byte // encoded ops, comma-separated
 	nops                int
-	hdr                 int // upper bound of the header size without subjects
+	hdr                 int    // upper bound of the header size without subjects
+	prefix              []byte // header up to "seq":, built on first use
 }
 
 // txn is the open transaction.
@@ -26,7 +29,8 @@ type txn struct {
 	open       bool
 	xid        schema.XID8
 	commitTime time.Time
-	parts      map[string]*part // by subject
+	parts      map[string]*part            // by subject
+	byTable    map[string]map[string]*part // by table, then organisation
 	buffered   int
 	rows       int
 	chunked    map[string]bool // subjects on which a chunk went out
@@ -37,12 +41,21 @@ func (t *txn) begin(xid schema.XID8, commitTime time.Time) {
 	t.open, t.xid, t.commitTime = true, xid, commitTime
 	if t.parts == nil {
 		t.parts = make(map[string]*part)
+		t.byTable = make(map[string]map[string]*part)
 		t.chunked = make(map[string]bool)
 	}
 }
 
 func (t *txn) reset() {
 	t.open = false
+	if len(t.parts) > 4096 {
+		// Do not keep the buckets of a huge transaction.
+		t.parts, t.chunked = make(map[string]*part), make(map[string]bool)
+		t.byTable = make(map[string]map[string]*part)
+	}
+	for _, m := range t.byTable {
+		clear(m)
+	}
 	clear(t.parts)
 	clear(t.chunked)
 	t.buffered, t.rows = 0, 0
@@ -58,20 +71,6 @@ func (t *txn) addResync(table, org, reason string) {
 		}
 	}
 	t.resyncs = append(t.resyncs, schema.Resync{Table: table, Org: org, Reason: reason})
-}
-
-// partHeader is schema.Part without Ops; the ops are appended as raw bytes.
-type partHeader struct {
-	K          schema.Kind `json:"k"`
-	Epoch      string      `json:"epoch"`
-	XID        schema.XID8 `json:"xid"`
-	Org        string      `json:"org"`
-	Table      string      `json:"table"`
-	Seq        int         `json:"seq"`
-	Last       bool        `json:"last,omitempty"`
-	LSN        schema.LSN  `json:"lsn,omitempty"`
-	CommitTime time.Time   `json:"time,omitzero"`
-	Subjects   []string    `json:"subjects,omitempty"`
 }
 
 // project collects a tuple's text values in encoder column order. fill
@@ -127,7 +126,9 @@ func (s *session) change(m *walMessage) error {
 	var err error
 	var ok bool
 	var old [][]byte
-	if m.OldKind == 'O' || (m.OldKind == 'K' && m.Kind == kindDelete) {
+	if m.OldKind == 'O' || m.OldKind == 'K' {
+		// A 'K' tuple (REPLICA IDENTITY of an index) holds the key
+		// columns only; the others are NULL.
 		if s.oldVals, ok, err = s.project(b, m.Old, nil, s.oldVals); err != nil {
 			return err
 		}
@@ -170,6 +171,11 @@ func (s *session) change(m *walMessage) error {
 		}
 		return nil
 	}
+	if old != nil && m.OldKind == 'K' && old[b.rootIdx] == nil {
+		// The root key is not part of the identity: assume it did not
+		// change (REPLICA IDENTITY FULL, which enable sets, avoids this).
+		old[b.rootIdx] = newVals[b.rootIdx]
+	}
 	if old != nil {
 		if !bytes.Equal(old[b.rootIdx], newVals[b.rootIdx]) || old[b.rootIdx] == nil != (newVals[b.rootIdx] == nil) {
 			// Moved to another organisation: gone from the old one, a
@@ -209,7 +215,7 @@ func (s *session) addOp(b *boundRel, vals [][]byte, op string) error {
 		s.warnOnce("row with a NULL root key is not published", b.table)
 		return nil
 	}
-	p := s.part(string(root), b.table)
+	p := s.part(root, b.table)
 	before := len(p.ops)
 	start := before
 	if p.nops > 0 {
@@ -261,18 +267,24 @@ func (s *session) addOp(b *boundRel, vals [][]byte, op string) error {
 	return nil
 }
 
-func (s *session) part(org, table string) *part {
-	subject := schema.DataSubject(org, table)
-	if p := s.tx.parts[subject]; p != nil {
+func (s *session) part(root []byte, table string) *part {
+	byOrg := s.tx.byTable[table]
+	if byOrg == nil {
+		byOrg = make(map[string]*part)
+		s.tx.byTable[table] = byOrg
+	}
+	if p := byOrg[string(root)]; p != nil {
 		return p
 	}
-	p := &part{org: org, table: table, subject: subject}
-	p.hdr = 200 + len(s.cfg.Epoch) + 2*len(org) + 2*len(table) + 16
+	org := string(root)
+	p := &part{org: org, table: table, subject: schema.DataSubject(org, table)}
+	p.hdr = 200 + len(s.epochJSON) + 2*len(org) + 2*len(table) + 16
 	if n := len(s.free); n > 0 {
 		p.ops = s.free[n-1][:0]
 		s.free = s.free[:n-1]
 	}
-	s.tx.parts[subject] = p
+	s.tx.parts[p.subject] = p
+	byOrg[org] = p
 	return p
 }
 
@@ -318,22 +330,65 @@ func (s *session) flushChunk(p *part) error {
 	return nil
 }
 
-func (s *session) publishPart(p *part, last bool, lsn uint64, subjects []string) error {
-	h := partHeader{K: schema.KindPart, Epoch: s.cfg.Epoch, XID: s.tx.xid, Org: p.org, Table: p.table, Seq: p.seq}
-	if last {
-		h.Last, h.LSN, h.CommitTime, h.Subjects = true, schema.LSN(lsn), s.tx.commitTime, subjects
-	}
-	hb, err := json.Marshal(h)
-	if err != nil {
-		return fmt.Errorf("ingest: encode part header: %w", err)
-	}
-	msg := s.scratch[:0]
-	msg = append(msg, hb[:len(hb)-1]...)
+func (s *session) publishPart(p *part, last bool, lsn uint64, subjects []byte) error {
+	msg := s.appendPartHeader(s.scratch[:0], p, last, lsn, subjects)
 	msg = append(msg, `,"ops":[`...)
 	msg = append(msg, p.ops...)
 	msg = append(msg, "]}"...)
 	s.scratch = msg[:0]
 	return s.publish(p.subject, msg)
+}
+
+// appendPartHeader appends the fields of a schema.Part before "ops", as
+// encoding/json would, without reflection. subjects is the JSON array of
+// the part's Subjects (last chunks only).
+func (s *session) appendPartHeader(dst []byte, p *part, last bool, lsn uint64, subjects []byte) []byte {
+	if p.prefix == nil {
+		org, _ := json.Marshal(p.org)
+		table, _ := json.Marshal(p.table)
+		b := append([]byte(`{"k":"part","epoch":`), s.epochJSON...)
+		b = append(b, `,"xid":"`...)
+		b = strconv.AppendUint(b, uint64(s.tx.xid), 10)
+		b = append(b, `","org":`...)
+		b = append(b, org...)
+		b = append(b, `,"table":`...)
+		b = append(b, table...)
+		p.prefix = append(b, `,"seq":`...)
+	}
+	dst = append(dst, p.prefix...)
+	dst = strconv.AppendInt(dst, int64(p.seq), 10)
+	if last {
+		dst = append(dst, `,"last":true`...)
+		if lsn != 0 {
+			dst = append(dst, `,"lsn":"`...)
+			dst = appendLSN(dst, lsn)
+			dst = append(dst, '"')
+		}
+		if !s.tx.commitTime.IsZero() {
+			dst = append(dst, `,"time":"`...)
+			dst = s.tx.commitTime.AppendFormat(dst, time.RFC3339Nano)
+			dst = append(dst, '"')
+		}
+		if len(subjects) > 0 {
+			dst = append(dst, `,"subjects":`...)
+			dst = append(dst, subjects...)
+		}
+	}
+	return dst
+}
+
+// appendLSN appends the Postgres text form of an LSN (upper-case hex).
+func appendLSN(dst []byte, lsn uint64) []byte {
+	start := len(dst)
+	dst = strconv.AppendUint(dst, lsn>>32, 16)
+	dst = append(dst, '/')
+	dst = strconv.AppendUint(dst, lsn&0xFFFFFFFF, 16)
+	for i := start; i < len(dst); i++ {
+		if c := dst[i]; c >= 'a' && c <= 'f' {
+			dst[i] = c - 'a' + 'A'
+		}
+	}
+	return dst
 }
 
 // commit publishes every part's last chunk, the transaction's resync
@@ -358,17 +413,19 @@ func (s *session) commit(m *walMessage) error {
 				subjects = append(subjects, ps[j].subject)
 				j++
 			}
-			subLen := 0
-			for _, sub := range subjects {
-				subLen += len(sub) + 3
+			sort.Strings(subjects)
+			subJSON, err := json.Marshal(subjects)
+			if err != nil {
+				return fmt.Errorf("ingest: encode subjects: %w", err)
 			}
+			subLen := len(subJSON) + 16
 			for _, p := range ps[i:j] {
 				if p.nops > 0 && p.hdr+subLen+len(p.ops)+2 > s.cfg.MaxMessageBytes {
 					if err := s.flushChunk(p); err != nil {
 						return err
 					}
 				}
-				if err := s.publishPart(p, true, end, subjects); err != nil {
+				if err := s.publishPart(p, true, end, subJSON); err != nil {
 					return err
 				}
 				s.recycle(p)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -24,7 +25,20 @@ func main() {
 	flag.IntVar(&cfg.MaxMessageBytes, "max-message-bytes", 0, "chunk cap")
 	flag.IntVar(&cfg.MaxBufferedBytes, "max-buffered-bytes", 0, "buffer cap across open parts")
 	flag.DurationVar(&cfg.HeartbeatInterval, "heartbeat", 200*time.Millisecond, "heartbeat interval")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
@@ -35,6 +49,7 @@ func main() {
 	}
 	if err := ing.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
