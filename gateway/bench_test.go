@@ -28,6 +28,7 @@ func BenchmarkHubFanout(b *testing.B) {
 	var conns []*conn
 	for range clients {
 		c := &conn{g: g, q: newQueue(1 << 20), kill: make(chan struct{})}
+		c.q.running = true // no writer: the benchmark drains the queues itself
 		hc := h.addConn(c)
 		c.hc = hc
 		s := &sub{hc: hc, id: "s", t: t, state: stLive}

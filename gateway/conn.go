@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -41,7 +42,9 @@ type conn struct {
 	killFrame []byte
 	killCode  int
 	killText  string
-	writerOut chan struct{}
+	finalDone chan struct{} // closed once the final frames were written
+	finalOnce sync.Once
+	netConn   net.Conn // the socket under ws; the writer frames messages itself
 
 	// reader-owned
 	authed     bool
@@ -54,8 +57,57 @@ type conn struct {
 }
 
 func newConn(g *Gateway, ws *websocket.Conn) *conn {
-	return &conn{g: g, ws: ws, q: newQueue(g.cfg.OutboundQueue), kill: make(chan struct{}),
-		writerOut: make(chan struct{}), mutSem: make(chan struct{}, g.cfg.MaxMutationsInFlight)}
+	c := &conn{g: g, ws: ws, q: newQueue(g.cfg.OutboundQueue), kill: make(chan struct{}),
+		finalDone: make(chan struct{}), netConn: ws.UnderlyingConn(), mutSem: make(chan struct{}, g.cfg.MaxMutationsInFlight)}
+	// Only the writer goroutine writes to the socket: pongs go through the
+	// queue, and a client's close frame is answered by the writer's own.
+	ws.SetPingHandler(func(data string) error {
+		c.push(controlFrame(websocket.PongMessage, []byte(data)))
+		return nil
+	})
+	ws.SetCloseHandler(func(int, string) error { return nil })
+	return c
+}
+
+// push queues a frame, starting a writer when none runs; false means the
+// queue overflowed.
+func (c *conn) push(b []byte) bool {
+	ok, start := c.q.push(b)
+	if start {
+		go c.writer()
+	}
+	return ok
+}
+
+// pushWait queues a snapshot frame once the queue has room.
+func (c *conn) pushWait(ctx context.Context, b []byte) error {
+	start, err := c.q.pushWait(ctx, b)
+	if start {
+		go c.writer()
+	}
+	return err
+}
+
+// controlFrame is a complete WebSocket control frame (server frames are not
+// masked); the writer writes frames that do not start with '{' as they are.
+func controlFrame(op int, payload []byte) []byte {
+	if len(payload) > 125 {
+		payload = payload[:125]
+	}
+	return append([]byte{0x80 | byte(op), byte(len(payload))}, payload...)
+}
+
+// appendHeader appends the header of an unmasked final text frame of n
+// payload bytes.
+func appendHeader(dst []byte, n int) []byte {
+	switch {
+	case n < 126:
+		return append(dst, 0x81, byte(n))
+	case n < 1<<16:
+		return append(dst, 0x81, 126, byte(n>>8), byte(n))
+	default:
+		return append(dst, 0x81, 127, byte(n>>56), byte(n>>48), byte(n>>40), byte(n>>32), byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
 }
 
 // cut ends the connection: an optional error frame, then a close frame with
@@ -69,7 +121,13 @@ func (c *conn) cut(code, msg string, closeCode int) {
 		c.killCode = closeCode
 		c.killText = code
 		close(c.kill)
-		c.q.close()
+		if closeCode == closeSlowClient {
+			// Unblock a write stuck on the client's full socket now.
+			_ = c.netConn.SetWriteDeadline(time.Now())
+		}
+		if c.q.close() {
+			go c.writer()
+		}
 	})
 }
 
@@ -83,7 +141,6 @@ func (c *conn) serve() {
 	c.hc = <-hcCh
 	c.g.m.clients.Inc()
 	defer c.g.m.clients.Dec()
-	go c.writer()
 	authTimer := time.AfterFunc(c.g.cfg.AuthTimeout, func() {
 		c.cut(schema.ErrCodeUnauthorized, "no auth frame in time", closeUnauthorized)
 	})
@@ -93,61 +150,82 @@ func (c *conn) serve() {
 		c.expiry.Stop()
 	}
 	c.cut("", "", websocket.CloseNormalClosure)
-	<-c.writerOut
+	<-c.finalDone
+	_ = c.ws.Close()
 	c.mutWG.Wait()
 	hc := c.hc
 	c.g.hub.post(func() { c.g.hub.removeConn(hc) })
 }
 
-// writer drains the queue to the socket.
+// writer drains the queue to the socket, many frames per system call,
+// and exits when the queue is empty. After cut it writes the final frames.
 func (c *conn) writer() {
-	defer close(c.writerOut)
-	defer c.ws.Close()
 	var frames [][]byte
+	var hdrs []byte
+	var bufs net.Buffers
 	for {
 		select {
-		case <-c.q.wake:
 		case <-c.kill:
-			c.final()
+			c.finalOnce.Do(c.final)
 			return
+		default:
 		}
 		frames = c.q.pop(frames[:0])
-		for i, f := range frames {
-			frames[i] = nil
+		if len(frames) == 0 {
+			// pop marked the writer stopped; a cut meanwhile still needs
+			// its final frames.
 			select {
 			case <-c.kill:
-				c.final()
-				return
+				c.finalOnce.Do(c.final)
 			default:
 			}
-			_ = c.ws.SetWriteDeadline(time.Now().Add(c.g.cfg.WriteTimeout))
-			if err := c.ws.WriteMessage(websocket.TextMessage, f); err != nil {
-				c.cut("", "", websocket.CloseAbnormalClosure)
-				return
-			}
-			c.g.m.messagesOut.Inc()
-			c.g.m.bytesOut.Add(float64(len(f)))
+			return
 		}
+		hdrs, bufs = hdrs[:0], bufs[:0]
+		n := 0
+		for _, f := range frames {
+			if len(f) > 0 && f[0] != '{' {
+				bufs = append(bufs, f) // a complete control frame
+				continue
+			}
+			start := len(hdrs)
+			hdrs = appendHeader(hdrs, len(f))
+			bufs = append(bufs, hdrs[start:len(hdrs):len(hdrs)], f)
+			n += len(f)
+		}
+		// (Earlier headers stay valid when hdrs grows: their slices keep
+		// the old array.)
+		_ = c.netConn.SetWriteDeadline(time.Now().Add(c.g.cfg.WriteTimeout))
+		if _, err := bufs.WriteTo(c.netConn); err != nil {
+			c.cut("", "", websocket.CloseAbnormalClosure)
+			continue // the next turn writes nothing more and closes
+		}
+		c.g.m.messagesOut.Add(float64(len(frames)))
+		c.g.m.bytesOut.Add(float64(n))
+		clear(frames)
 	}
 }
 
-// final writes the kill frame and the close frame.
+// final writes the kill frame and the close frame (once).
 func (c *conn) final() {
+	defer close(c.finalDone)
+	defer c.netConn.Close() // ends the reader too
 	deadline := time.Now().Add(min(c.g.cfg.WriteTimeout, 2*time.Second))
-	_ = c.ws.SetWriteDeadline(deadline)
+	_ = c.netConn.SetWriteDeadline(deadline)
 	if c.killFrame != nil {
-		if c.ws.WriteMessage(websocket.TextMessage, c.killFrame) != nil {
+		bufs := net.Buffers{appendHeader(nil, len(c.killFrame)), c.killFrame}
+		if _, err := bufs.WriteTo(c.netConn); err != nil {
 			return
 		}
 	}
 	if c.killCode != websocket.CloseAbnormalClosure {
-		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.killCode, c.killText), deadline)
+		_, _ = c.netConn.Write(controlFrame(websocket.CloseMessage, websocket.FormatCloseMessage(c.killCode, c.killText)))
 	}
 }
 
 // send queues a frame from the reader side (replies); overflow cuts.
 func (c *conn) send(b []byte) {
-	if !c.q.push(b) {
+	if !c.push(b) {
 		c.g.m.queueDrops.Inc()
 		c.cut(schema.ErrCodeSlowClient, "the connection could not keep up", closeSlowClient)
 	}

@@ -665,7 +665,7 @@ func (h *hub) busy(t *topic) bool {
 // send queues a frame on a connection; a connection whose queue is full is
 // cut (it never slows the hub or other clients).
 func (h *hub) send(hc *hconn, b []byte) {
-	if !hc.c.q.push(b) {
+	if !hc.c.push(b) {
 		h.g.m.queueDrops.Inc()
 		hc.c.cut(schema.ErrCodeSlowClient, "the connection could not keep up with the live stream", closeSlowClient)
 	}

@@ -13,76 +13,85 @@ var errConnClosed = errors.New("gateway: connection closed")
 // pushes without waiting (push reports overflow and the caller cuts the
 // client); catch-ups push with pushWait, which waits while the queue is half
 // full so that a snapshot never crowds out live frames. One writer goroutine
-// drains it. It holds no memory while idle.
+// drains it; it runs only while there is something to write (running), so
+// an idle connection holds neither queue memory nor a writer goroutine.
 type queue struct {
-	mu     sync.Mutex
-	frames [][]byte
-	limit  int
-	closed bool
-	wake   chan struct{} // to the writer: frames available
-	space  chan struct{} // to snapshot producers: the queue drained
-	done   chan struct{} // closed by close
+	mu      sync.Mutex
+	frames  [][]byte
+	limit   int
+	closed  bool
+	running bool          // a writer goroutine is draining the queue
+	space   chan struct{} // to snapshot producers: the queue drained
+	done    chan struct{} // closed by close
 }
 
 func newQueue(limit int) *queue {
-	return &queue{limit: limit, wake: make(chan struct{}, 1), space: make(chan struct{}, 1), done: make(chan struct{})}
+	return &queue{limit: limit, space: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
-// push appends b; it returns false when the queue is full or closed.
-func (q *queue) push(b []byte) bool {
+// push appends b; ok is false when the queue is full (not when it is
+// closed). start tells the caller to start a writer goroutine.
+func (q *queue) push(b []byte) (ok, start bool) {
 	q.mu.Lock()
-	if q.closed || len(q.frames) >= q.limit {
-		closed := q.closed
-		q.mu.Unlock()
-		return closed // a closed queue is not an overflow
+	defer q.mu.Unlock()
+	if q.closed {
+		return true, false
+	}
+	if len(q.frames) >= q.limit {
+		return false, false
 	}
 	q.frames = append(q.frames, b)
-	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
+	if !q.running {
+		q.running = true
+		return true, true
 	}
-	return true
+	return true, false
 }
 
-// pushWait appends b once the queue is less than half full.
-func (q *queue) pushWait(ctx context.Context, b []byte) error {
+// pushWait appends b once the queue is less than half full. start tells the
+// caller to start a writer goroutine.
+func (q *queue) pushWait(ctx context.Context, b []byte) (start bool, err error) {
 	for {
 		q.mu.Lock()
 		if q.closed {
 			q.mu.Unlock()
-			return errConnClosed
+			return false, errConnClosed
 		}
 		if len(q.frames) < q.limit/2 {
 			q.frames = append(q.frames, b)
 			room := len(q.frames) < q.limit/2
-			q.mu.Unlock()
-			select {
-			case q.wake <- struct{}{}:
-			default:
+			if !q.running {
+				q.running, start = true, true
 			}
+			q.mu.Unlock()
 			if room { // pass the turn on to another waiting producer
 				select {
 				case q.space <- struct{}{}:
 				default:
 				}
 			}
-			return nil
+			return start, nil
 		}
 		q.mu.Unlock()
 		select {
 		case <-q.space:
 		case <-q.done:
-			return errConnClosed
+			return false, errConnClosed
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 	}
 }
 
-// pop moves every queued frame to dst.
+// pop moves every queued frame to dst. When there is none it marks the
+// writer stopped and returns dst empty: the writer goroutine exits.
 func (q *queue) pop(dst [][]byte) [][]byte {
 	q.mu.Lock()
+	if len(q.frames) == 0 {
+		q.running = false
+		q.mu.Unlock()
+		return dst
+	}
 	dst = append(dst, q.frames...)
 	clear(q.frames)
 	q.frames = q.frames[:0]
@@ -103,7 +112,9 @@ func (q *queue) len() int {
 	return len(q.frames)
 }
 
-func (q *queue) close() {
+// close discards the queue. start tells the caller to start a writer
+// goroutine (to write the final frames) because none runs.
+func (q *queue) close() (start bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if !q.closed {
@@ -111,4 +122,9 @@ func (q *queue) close() {
 		q.frames = nil
 		close(q.done)
 	}
+	if !q.running {
+		q.running = true
+		return true
+	}
+	return false
 }
