@@ -48,12 +48,14 @@ func loadOrCreateSecret(dir string) (string, error) {
 }
 
 func startEmbeddedNATS(host string, port int) (*server.Server, error) {
-	if port > 0 {
-		if ln, err := net.Listen("tcp", fmt.Sprintf("%s:%d", host, port)); err != nil {
-			port = -1 // taken: let the server pick one
-		} else {
-			ln.Close()
-		}
+	if port <= 0 {
+		// 0 means any free port; nats-server itself would read 0 as its
+		// default port 4222.
+		port = -1
+	} else if ln, err := net.Listen("tcp", fmt.Sprintf("%s:%d", host, port)); err != nil {
+		port = -1 // taken: let the server pick one
+	} else {
+		ln.Close()
 	}
 	ns, err := server.NewServer(&server.Options{Host: host, Port: port, NoSigs: true, NoLog: true})
 	if err != nil {
@@ -72,7 +74,7 @@ func runDev(ctx context.Context, env *cliEnv, args []string) error {
 	dbURL := fs.String("database-url", "", "use this database instead of a throwaway cluster (no demo schema is created there)")
 	devDir := fs.String("dev-dir", ".ripple/dev", "where dev keeps its Postgres cluster and secret")
 	pgPort := fs.Int("pg-port", 5499, "port of the throwaway Postgres (another free one if taken)")
-	natsPort := fs.Int("nats-port", 4222, "port of the embedded NATS server (another free one if taken)")
+	natsPort := fs.Int("nats-port", 4222, "port of the embedded NATS server (another free one if taken; 0: any free port)")
 	gf := addGatewayFlags(fs)
 	if _, err := parseFlags(env, fs, args); err != nil {
 		return err
