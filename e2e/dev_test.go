@@ -115,7 +115,7 @@ func TestRippleDev(t *testing.T) {
 		for sc.Scan() {
 			var l struct {
 				Op, Table, Org, LSN string
-				Row map[string]any
+				Row                 map[string]any
 			}
 			if json.Unmarshal(sc.Bytes(), &l) != nil {
 				continue
