@@ -234,7 +234,24 @@ func (w *Writer) execBatch(ctx context.Context, items []*item) (err error) {
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	b.Queue(sqlBegin, clients, ids)
-	queued := run.queueWrites(b, 0, false)
+	// Fast path: when every mutation's write is prepared, they all run
+	// under one savepoint instead of one each (a subtransaction per
+	// mutation costs the server an xid and bookkeeping). At the first
+	// mutation that must not keep its writes, everything rolls back to that
+	// savepoint and the batch continues with one savepoint per mutation.
+	fast := run.allPrepared()
+	var queued []int
+	if fast {
+		b.Queue("SAVEPOINT " + spFast)
+		for i, it := range items {
+			if it.force == nil {
+				it.early.queue(b)
+				queued = append(queued, i)
+			}
+		}
+	} else {
+		queued = run.queueWrites(b, 0, false)
+	}
 	br := conn.SendBatch(ctx, b)
 	err = func() error {
 		defer br.Close()
@@ -274,6 +291,9 @@ func (w *Writer) execBatch(ctx context.Context, items []*item) (err error) {
 		if seen != len(items) {
 			return fmt.Errorf("ripple.begin_mutations answered %d rows for %d mutations", seen, len(items))
 		}
+		if fast {
+			return run.readFast(br, queued)
+		}
 		return run.readWrites(br, queued)
 	}()
 	if err != nil {
@@ -297,6 +317,48 @@ type batchRun struct {
 }
 
 func savepoint(i int) string { return "s" + strconv.Itoa(i) }
+
+// spFast is the one savepoint of the fast path.
+const spFast = "b"
+
+// allPrepared reports whether every mutation of the batch has a prepared
+// write or a forced rejection (nothing runs interactively).
+func (r *batchRun) allPrepared() bool {
+	for _, it := range r.items {
+		if it.force == nil && it.early == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// readFast reads the fast path's writes. At the first mutation that is not
+// to run or whose write is refused or fails, it stops, forgets every outcome
+// and schedules the rollback to spFast: the batch then goes on with one
+// savepoint per mutation, which settles that mutation on its own. Errors
+// are left for that path to meet again.
+func (r *batchRun) readFast(br pgx.BatchResults, queued []int) error {
+	if _, err := br.Exec(); err != nil {
+		return err // SAVEPOINT itself failed
+	}
+	for _, i := range queued {
+		it := r.items[i]
+		ok := it.runs()
+		if ok {
+			res, merr := it.early.read(it.tx, it.early.t, br)
+			ok = merr == nil && it.tx.poison == nil && it.setResult(res) == nil
+		}
+		if !ok {
+			for _, it := range r.items {
+				it.done, it.rej, it.result = false, nil, nil
+				it.tx = &Tx{q: r.conn, cache: r.w.tables, claims: it.req.Claims, clientID: it.req.ClientID, mutationID: it.req.MutationID}
+			}
+			r.undo = spFast
+			return nil
+		}
+	}
+	return nil
+}
 
 // queueWrites queues, from item from on, the prepared writes of the items
 // that run (each under its own savepoint), up to the first item that must

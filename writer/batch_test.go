@@ -263,3 +263,83 @@ func TestGroupCommitFallback(t *testing.T) {
 		t.Errorf("todos %s, want k-1,m-1 (nothing of the swallowed mutation)", ids)
 	}
 }
+
+// TestGroupCommitPrepared covers batches whose writes are all prepared
+// built-ins (they first run under one savepoint): one where every mutation
+// applies, and one where a replay, a skip ahead, a duplicate key and a
+// refused update make the batch go on with one savepoint per mutation.
+func TestGroupCommitPrepared(t *testing.T) {
+	e := setup(t)
+	_, reg := e.startWriter(t, func(c *writer.Config) { c.MaxConns = 1 })
+	nc := e.nats.Connect(t)
+	ctx := context.Background()
+	for _, s := range []string{
+		`INSERT INTO accounts VALUES ('hold', 'acme', 0)`,
+		`INSERT INTO todos (id, org, title) VALUES ('taken', 'acme', 'keep'), ('foreign', 'globex', 'keep')`,
+	} {
+		if _, err := e.db.Exec(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	row := func(id string) map[string]any { return map[string]any{"id": id, "org": "acme", "title": "t"} }
+	p1, _ := mustSend(t, nc, todoReq("P", 1, row("p-1")))
+	for _, round := range []struct {
+		name  string
+		cases []batchCase
+		want  string // todos after the round, by seq
+	}{
+		{"all apply", []batchCase{
+			{"N1", todoReq("N", 1, row("n-1")), schema.MutationApplied, "", true},
+			{"N2", todoReq("N", 2, row("n-2")), schema.MutationApplied, "", true},
+			{"O1", todoReq("O", 1, row("o-1")), schema.MutationApplied, "", true},
+		}, "taken:keep,foreign:keep@globex,p-1:t,n-1:t,n-2:t,o-1:t"},
+		{"deviations", []batchCase{
+			{"P1 replay", todoReq("P", 1, row("p-1")), schema.MutationApplied, "", false},
+			{"P2", todoReq("P", 2, row("p-2")), schema.MutationApplied, "", true},
+			{"P4 skips ahead", todoReq("P", 4, row("p-4")), schema.MutationRejected, writer.CodeOutOfOrder, false},
+			{"Q1 duplicate key", todoReq("Q", 1, map[string]any{"id": "taken", "org": "acme", "title": "dup"}), schema.MutationRejected, writer.CodeConstraint, true},
+			{"Q2 updates a row outside the token", schema.MutationRequest{ClientID: "Q", MutationID: 2, Mutator: "update", Claims: claims("acme"),
+				Args: args(map[string]any{"table": "todos", "key": map[string]any{"id": "foreign"}, "set": map[string]any{"title": "mine"}})},
+				schema.MutationRejected, writer.CodeForbidden, true},
+			{"Q3", todoReq("Q", 3, row("q-3")), schema.MutationApplied, "", true},
+		}, "taken:keep,foreign:keep@globex,p-1:t,n-1:t,n-2:t,o-1:t,p-2:t,q-3:t"},
+	} {
+		replies := runBlockedBatch(t, e, nc, reg, round.cases)
+		var batchXID schema.XID8
+		for i, c := range round.cases {
+			r := replies[i]
+			if r.Status != c.status || r.Code != c.code {
+				t.Errorf("%s/%s: got %+v; want status %q code %q", round.name, c.name, r, c.status, c.code)
+			}
+			if c.batched {
+				if batchXID == 0 {
+					batchXID = r.XID
+				}
+				if r.XID != batchXID {
+					t.Errorf("%s/%s: xid %d, want the batch's %d", round.name, c.name, r.XID, batchXID)
+				}
+			}
+		}
+		var got string
+		if err := e.db.QueryRow(ctx, `SELECT string_agg(id || ':' || title || CASE WHEN org = 'acme' THEN '' ELSE '@' || org END, ',' ORDER BY seq) FROM todos`).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != round.want {
+			t.Errorf("%s: todos = %s\nwant %s", round.name, got, round.want)
+		}
+		if round.name == "deviations" && replies[0].XID != p1.XID {
+			t.Errorf("P1 replay: xid %d, want %d", replies[0].XID, p1.XID)
+		}
+	}
+	for client, n := range map[string]int64{"N": 2, "O": 1, "P": 2, "Q": 3} {
+		if got := e.lastMutationID(t, client); got != n {
+			t.Errorf("client %s: last_mutation_id %d, want %d", client, got, n)
+		}
+		if got := e.recorded(t, client); got != int(n) {
+			t.Errorf("client %s: %d recorded, want %d", client, got, n)
+		}
+	}
+	if f := metricValue(reg, "ripple_writer_batch_fallbacks_total"); f != 0 {
+		t.Errorf("%v batch fallbacks, want 0", f)
+	}
+}
