@@ -63,7 +63,12 @@
 // that client wait), and one client's mutations run in id order; the id
 // expected for a client's second mutation in the batch counts its first.
 // One round trip carries BEGIN, the bookkeeping of every mutation and the
-// prepared built-in writes (each after its own SAVEPOINT); a mutation that
+// prepared built-in writes. When every write of the batch is prepared they
+// run under one savepoint (subtransactions cost the server); if any
+// mutation turns out recorded already, out of order, refused or failing,
+// the batch rolls back to that savepoint and goes on with one SAVEPOINT per
+// mutation, which settles each on its own. Under per-mutation savepoints, a
+// mutation that
 // is recorded already, out of order or rejected is rolled back to its
 // savepoint (its rejection recorded) and the writes queued after it are sent
 // again. Custom mutators (and built-ins whose metadata is not cached) run
