@@ -35,7 +35,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "ripple", Subsystem: "writer", Name: "inflight",
-			Help: "Mutations being executed.",
+			Help: "Mutation requests accepted and not answered yet (waiting for their batch or executing).",
 		}),
 		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "ripple", Subsystem: "writer", Name: "batch_size",
