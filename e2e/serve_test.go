@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -242,6 +244,8 @@ func TestStalledClientCut(t *testing.T) {
 		insert("acme", 100000+i, "after", true)
 	}
 	p99 := max(duringP99, report("after the cut", 100*commits))
+	t.Logf("resyncs %v, catch-ups %v, load average %s", gw.Counter(t, "ripple_gateway_resyncs_total", nil),
+		gw.Counter(t, "ripple_gateway_catchups_total", nil), loadAvg())
 	if got := gw.Counter(t, "ripple_gateway_cut_clients_total", nil); got != 1 {
 		t.Fatalf("%v connections cut, want only the stalled one", got)
 	}
@@ -249,9 +253,26 @@ func TestStalledClientCut(t *testing.T) {
 	if raceEnabled {
 		limit = time.Second // the race detector's 5-10x CPU on 2 shared cores
 	}
-	if p99 > limit {
-		t.Fatalf("p99 commit-to-receive latency %v over %v", p99, limit)
+	// On a machine busier than its cores (other test binaries), the tail
+	// is CPU starvation: scale the bound by load/cores. A client blocking
+	// the others shows seconds, not tens of milliseconds.
+	if f := loadPerCPU(); f > 1 {
+		limit = time.Duration(float64(limit) * f)
 	}
+	if p99 > limit {
+		t.Fatalf("p99 commit-to-receive latency %v over %v (load average %s)", p99, limit, loadAvg())
+	}
+}
+
+func loadPerCPU() float64 {
+	var l float64
+	fmt.Sscan(loadAvg(), &l)
+	return l / float64(runtime.NumCPU())
+}
+
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	return strings.TrimSpace(string(b))
 }
 
 // TestBadInput: forbidden organisation, bad token, expired token, malformed
