@@ -79,9 +79,9 @@ func (c *conn) push(b []byte) bool {
 	return ok
 }
 
-// pushWait queues a snapshot frame once the queue has room.
-func (c *conn) pushWait(ctx context.Context, b []byte) error {
-	start, err := c.q.pushWait(ctx, b)
+// pushWait queues a frame of catch-up gen of s once the queue has room.
+func (c *conn) pushWait(ctx context.Context, b []byte, s *sub, gen int) error {
+	start, err := c.q.pushWait(ctx, b, &s.genA, int64(gen))
 	if start {
 		go c.writer()
 	}

@@ -137,7 +137,7 @@ func encodePart(id string, p *schema.RawPart, ops []byte) []byte {
 
 // encodeCommit builds a commit frame; id is set for commits that complete a
 // subscription's catch-up.
-func encodeCommit(id string, xid schema.XID8, lsn schema.LSN, t time.Time, org string, confirmed []int64) []byte {
+func encodeCommit(id string, xid schema.XID8, lsn schema.LSN, t time.Time, confirmed []int64) []byte {
 	b := frameStart(schema.FrameCommit)
 	if id != "" {
 		b = appendField(b, "id", id)
@@ -152,7 +152,6 @@ func encodeCommit(id string, xid schema.XID8, lsn schema.LSN, t time.Time, org s
 		b = t.UTC().AppendFormat(b, time.RFC3339Nano)
 		b = append(b, '"')
 	}
-	b = appendField(b, "org", org)
 	if len(confirmed) > 0 {
 		b = append(b, `,"confirmed":[`...)
 		for i, c := range confirmed {

@@ -113,8 +113,8 @@ func TestEncodedFramesDecode(t *testing.T) {
 			return f.Type == "part" && f.ID == "" && f.Org == `ac"me` && f.XID == 746 && f.Seq == 2 && f.Last && len(f.Ops) == 1 && string(f.Ops[0].Row) == `{"id":"1"}`
 		}},
 		{"tagged part", encodePart("s1", p, nil), func(f schema.ServerFrame) bool { return f.ID == "s1" && len(f.Ops) == 0 }},
-		{"commit", encodeCommit("", 746, 0x16B3900, tm, "acme", []int64{3, 4}), func(f schema.ServerFrame) bool {
-			return f.Type == "commit" && f.XID == 746 && f.LSN == 0x16B3900 && f.Time == "2026-01-02T03:04:05.123456Z" && len(f.Confirmed) == 2 && f.Org == "acme"
+		{"commit", encodeCommit("", 746, 0x16B3900, tm, []int64{3, 4}), func(f schema.ServerFrame) bool {
+			return f.Type == "commit" && f.XID == 746 && f.LSN == 0x16B3900 && f.Time == "2026-01-02T03:04:05.123456Z" && len(f.Confirmed) == 2
 		}},
 		{"snapshot", encodeSnapshot("s", []schema.Op{{Op: "delete", Key: json.RawMessage(`{"id":"2"}`)}}), func(f schema.ServerFrame) bool {
 			return f.Type == "snapshot" && f.ID == "s" && f.Ops[0].Op == "delete" && string(f.Ops[0].Key) == `{"id":"2"}`

@@ -199,13 +199,13 @@ func (g *Gateway) runCatchup(ctx context.Context, h *hub, s *sub, gen int, c *co
 	began := false
 	req.Begin = func(r catchup.Result) error {
 		began = true
-		return c.pushWait(ctx, encodeFrame(schema.ServerFrame{Type: schema.FrameSnapshotBegin, ID: id, Mode: r.Mode, Key: key}))
+		return c.pushWait(ctx, encodeFrame(schema.ServerFrame{Type: schema.FrameSnapshotBegin, ID: id, Mode: r.Mode, Key: key}), s, gen)
 	}
 	res, err := g.cfg.Catchup.Run(ctx, req, func(ops []schema.Op) error {
-		return c.pushWait(ctx, encodeSnapshot(id, ops))
+		return c.pushWait(ctx, encodeSnapshot(id, ops), s, gen)
 	})
 	if err == nil && !began {
-		err = c.pushWait(ctx, encodeFrame(schema.ServerFrame{Type: schema.FrameSnapshotBegin, ID: id, Mode: res.Mode, Key: key}))
+		err = c.pushWait(ctx, encodeFrame(schema.ServerFrame{Type: schema.FrameSnapshotBegin, ID: id, Mode: res.Mode, Key: key}), s, gen)
 	}
 	h.post(func() { h.catchupDone(s, gen, res, err) })
 }

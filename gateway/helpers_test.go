@@ -381,18 +381,14 @@ func (c *tclient) handle(f schema.ServerFrame) {
 			c.held = keep
 			return
 		}
-		if f.LSN < c.last {
-			c.t.Errorf("commit LSN went back: %s after %s", f.LSN, c.last)
+		if f.LSN <= c.last {
+			c.t.Errorf("commit LSN did not increase: %s after %s", f.LSN, c.last)
 		}
 		c.last = f.LSN
 		keep := c.held[:0]
 		for _, h := range c.held {
 			if h.xid != f.XID {
 				continue // orphaned parts of a transaction never committed to us
-			}
-			if h.org != f.Org {
-				keep = append(keep, h)
-				continue
 			}
 			for id, ts := range c.subs {
 				if ts.live && ts.table == h.table && ts.org == h.org && ((h.id == "" && !ts.cols) || h.id == id) {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -49,6 +50,9 @@ type hub struct {
 	natsUp  bool
 	chunkN  uint64
 	stopped bool
+
+	deferred    []*hconn
+	deferredXID schema.XID8
 }
 
 // topic is one NATS data subject the gateway subscribes to.
@@ -101,9 +105,20 @@ type hconn struct {
 	confirmTo map[*topic]struct{}
 	lastLSN   schema.LSN
 	lastXID   schema.XID8
-	lastOrg   string
 	chunkMark uint64
 	txMark    *txAsm
+	deferred  *deferredCommit
+}
+
+// deferredCommit is the commit frame of a connection whose subscriptions
+// span several organisations: a transaction may have parts in more than one
+// of them, so the frame waits until the stream moved past the transaction
+// and then closes it once for all its organisations.
+type deferredCommit struct {
+	xid       schema.XID8
+	lsn       schema.LSN
+	time      time.Time
+	confirmed []int64
 }
 
 type subState int
@@ -127,6 +142,7 @@ type sub struct {
 	cursor  *schema.XID8
 	applied schema.LSN
 	gen     int
+	genA    atomic.Int64 // gen, for catch-up goroutines (-1 once removed)
 	cancel  context.CancelFunc
 	removed bool
 	retry   int
@@ -238,6 +254,9 @@ var partPrefix = []byte(`{"k":"part"`)
 
 func (h *hub) onMsg(m *nats.Msg) {
 	h.g.m.natsIn.Inc()
+	if len(h.deferred) > 0 && !bytes.HasPrefix(m.Data, partPrefix) {
+		h.flushDeferred()
+	}
 	if m.Subject == schema.SubjectControl {
 		h.onControl(m.Data)
 		return
@@ -377,6 +396,9 @@ func (h *hub) onBarrier(t *topic, b *schema.Barrier) {
 }
 
 func (h *hub) onPart(t *topic, p *schema.RawPart) {
+	if len(h.deferred) > 0 && p.XID != h.deferredXID {
+		h.flushDeferred()
+	}
 	h.checkEpoch(p.Epoch)
 	if !t.live {
 		return
@@ -571,15 +593,28 @@ func (h *hub) finish(a *txAsm) {
 	now := time.Now()
 	var shared []byte // the commit frame of connections without confirmations
 	commit := func(hc *hconn) {
-		if a.lsn < hc.lastLSN || (a.lsn == hc.lastLSN && (a.key.xid != hc.lastXID || a.key.org == hc.lastOrg)) {
+		if d := hc.deferred; d != nil && d.xid == a.key.xid {
+			d.confirmed = append(d.confirmed, a.confirmed[hc]...) // another organisation of it
+			return
+		}
+		if a.lsn <= hc.lastLSN {
 			return // a repeat: the client applied it already
 		}
-		hc.lastLSN, hc.lastXID, hc.lastOrg = a.lsn, a.key.xid, a.key.org
+		hc.lastLSN, hc.lastXID = a.lsn, a.key.xid
+		if hc.multiOrg() {
+			if len(h.deferred) > 0 && h.deferredXID != a.key.xid {
+				h.flushDeferred()
+			}
+			hc.deferred = &deferredCommit{xid: a.key.xid, lsn: a.lsn, time: a.time, confirmed: a.confirmed[hc]}
+			h.deferred = append(h.deferred, hc)
+			h.deferredXID = a.key.xid
+			return
+		}
 		if conf := a.confirmed[hc]; len(conf) > 0 {
-			h.send(hc, encodeCommit("", a.key.xid, a.lsn, a.time, a.key.org, conf))
+			h.send(hc, encodeCommit("", a.key.xid, a.lsn, a.time, conf))
 		} else {
 			if shared == nil {
-				shared = encodeCommit("", a.key.xid, a.lsn, a.time, a.key.org, nil)
+				shared = encodeCommit("", a.key.xid, a.lsn, a.time, nil)
 			}
 			h.send(hc, shared)
 		}
@@ -612,6 +647,43 @@ func (h *hub) finish(a *txAsm) {
 		}
 	}
 	h.checkMerges()
+}
+
+// multiOrg reports whether the connection follows more than one
+// organisation (subscriptions or mutation confirmations).
+func (hc *hconn) multiOrg() bool {
+	org := ""
+	for _, s := range hc.subs {
+		if org != "" && s.t.org != org {
+			return true
+		}
+		org = s.t.org
+	}
+	for t := range hc.confirmTo {
+		if org != "" && t.org != org {
+			return true
+		}
+		org = t.org
+	}
+	return false
+}
+
+// flushDeferred sends the commit frames held for multi-organisation
+// connections: the stream moved past their transaction.
+func (h *hub) flushDeferred() {
+	for _, hc := range h.deferred {
+		d := hc.deferred
+		hc.deferred = nil
+		if _, ok := h.conns[hc]; !ok || d == nil {
+			continue
+		}
+		h.send(hc, encodeCommit("", d.xid, d.lsn, d.time, d.confirmed))
+		if !d.time.IsZero() {
+			h.g.m.latency.Observe(time.Since(d.time).Seconds())
+		}
+	}
+	clear(h.deferred)
+	h.deferred = h.deferred[:0]
 }
 
 // abandon drops a transaction that can no longer complete (a chunk went
@@ -749,6 +821,7 @@ func (h *hub) removeSub(s *sub) {
 		return
 	}
 	s.removed = true
+	s.genA.Store(-1)
 	if s.cancel != nil {
 		s.cancel()
 	}
@@ -841,6 +914,7 @@ func (h *hub) startCatchup(s *sub) {
 	}
 	delete(h.mergeWait, s)
 	s.gen++
+	s.genA.Store(int64(s.gen))
 	s.state = stCatchup
 	s.buffering = true
 	s.buf, s.bufParts, s.done = nil, 0, false
@@ -903,6 +977,7 @@ func (h *hub) catchupDone(s *sub, gen int, res catchup.Result, err error) {
 func (h *hub) backoff(s *sub) {
 	s.cancel()
 	s.gen++
+	s.genA.Store(int64(s.gen))
 	s.state = stBackoff
 	s.buffering = false
 	s.buf, s.bufParts = nil, 0
@@ -967,7 +1042,7 @@ func (h *hub) flush(s *sub) {
 			}
 			out = append(out, encodePart(s.id, p, ops))
 		}
-		out = append(out, encodeCommit(s.id, a.key.xid, a.lsn, a.time, a.key.org, nil))
+		out = append(out, encodeCommit(s.id, a.key.xid, a.lsn, a.time, nil))
 		last = a.lsn
 	}
 	ready := max(s.res.U, last)
@@ -997,6 +1072,7 @@ func (h *hub) resync(s *sub, reason string, full bool) {
 		s.cancel()
 	}
 	s.gen++
+	s.genA.Store(int64(s.gen))
 	delete(h.mergeWait, s)
 	s.buffering = false
 	s.buf, s.bufParts = nil, 0
@@ -1037,6 +1113,9 @@ func (h *hub) gapAll(reason string) {
 }
 
 func (h *hub) onTick(now time.Time) {
+	if len(h.deferred) > 0 {
+		h.flushDeferred()
+	}
 	for _, t := range h.topics {
 		if !t.live && h.natsUp && now.Sub(t.barrierAt) >= h.g.cfg.BarrierTimeout {
 			h.requestBarrier(t)

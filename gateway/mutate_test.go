@@ -185,3 +185,54 @@ func TestMutationWithoutWriter(t *testing.T) {
 	c.sendJSON(schema.ClientFrame{Type: schema.FrameMutate, ClientID: "c1", MutationID: 0, Mutator: "insert"})
 	c.waitFrame(5*time.Second, "bad mutate", isErr("", schema.ErrCodeBadFrame))
 }
+
+// A transaction touching two organisations reaches a client that follows
+// both as one commit (strictly increasing LSNs on the connection), and a
+// client of one organisation gets its part only.
+func TestMultiOrgTransaction(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	both := dial(t, e).start()
+	both.auth(token(t, schema.Claims{Orgs: []string{"o1", "o2"}}))
+	both.subscribe("a", "accounts", "o1")
+	both.subscribe("b", "accounts", "o2")
+	one := dial(t, e).start()
+	one.auth(token(t, schema.Claims{Orgs: []string{"o2"}}))
+	one.subscribe("b", "accounts", "o2")
+	both.waitReady("a", 1)
+	both.waitReady("b", 1)
+	one.waitReady("b", 1)
+	ctx := context.Background()
+	for i := range 10 {
+		tx, err := e.pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, org := range []string{"o1", "o2"} {
+			if _, err := tx.Exec(ctx, `INSERT INTO accounts (org, id, balance) VALUES ($1, $2, 1)`, org, i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "both orgs", func() bool { return len(both.viewOf("a")) == 10 && len(both.viewOf("b")) == 10 })
+	waitFor(t, 10*time.Second, "one org", func() bool { return len(one.viewOf("b")) == 10 })
+	count := func(c *tclient) (commits int) {
+		for _, f := range c.frames() {
+			if f.Type == schema.FrameCommit {
+				commits++
+			}
+			if f.Type == schema.FramePart && f.Org == "o1" && c == one {
+				t.Error("a part of another organisation")
+			}
+		}
+		return commits
+	}
+	if n := count(both); n != 10 {
+		t.Fatalf("multi-org client got %d commits, want 10", n)
+	}
+	if n := count(one); n != 10 {
+		t.Fatalf("single-org client got %d commits", n)
+	}
+}

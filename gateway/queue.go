@@ -4,10 +4,15 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 )
 
 // errConnClosed is returned by queue.pushWait once the connection ended.
 var errConnClosed = errors.New("gateway: connection closed")
+
+// errStale is returned by queue.pushWait for a frame of a catch-up that was
+// cancelled or replaced.
+var errStale = errors.New("gateway: catch-up replaced")
 
 // queue is a connection's bounded outbound frame queue. The live stream
 // pushes without waiting (push reports overflow and the caller cuts the
@@ -48,14 +53,20 @@ func (q *queue) push(b []byte) (ok, start bool) {
 	return true, false
 }
 
-// pushWait appends b once the queue is less than half full. start tells the
-// caller to start a writer goroutine.
-func (q *queue) pushWait(ctx context.Context, b []byte) (start bool, err error) {
+// pushWait appends b once the queue is less than half full, provided
+// gen still holds want when it does (a cancelled catch-up's frames never
+// follow its successor's). start tells the caller to start a writer
+// goroutine.
+func (q *queue) pushWait(ctx context.Context, b []byte, gen *atomic.Int64, want int64) (start bool, err error) {
 	for {
 		q.mu.Lock()
 		if q.closed {
 			q.mu.Unlock()
 			return false, errConnClosed
+		}
+		if gen.Load() != want {
+			q.mu.Unlock()
+			return false, errStale
 		}
 		if len(q.frames) < q.limit/2 {
 			q.frames = append(q.frames, b)
