@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ripple-sync/ripple/migrations"
 	"github.com/ripple-sync/ripple/schema"
 )
 
@@ -347,5 +348,32 @@ func TestReplicaIdentityDefault(t *testing.T) {
 	}
 	if resync == nil || resync.Table != "lists" || resync.Reason != "unroutable_delete" {
 		t.Errorf("resync %+v, want lists/unroutable_delete", resync)
+	}
+}
+
+// TestEnableAtRuntime: a table enabled while the ingest runs streams
+// without a restart.
+func TestEnableAtRuntime(t *testing.T) {
+	e := newEnv(t)
+	e.start(t, e.config(t))
+	c := collect(t, e.nats.Connect(t), "sync.>", schema.SubjectControl)
+	e.exec(t, "CREATE TABLE notes (org_id text NOT NULL, id int4 PRIMARY KEY, body text)")
+	e.exec(t, "INSERT INTO notes VALUES ('o1', 1, 'before enable')")
+	if _, err := migrations.Enable(context.Background(), e.conn, "notes", "org_id"); err != nil {
+		t.Fatal(err)
+	}
+	end := e.txn(t, "INSERT INTO notes VALUES ('o1', 2, 'after enable')")
+	recs := c.wait(10*time.Second, "heartbeat past the commit", func(r []rec) bool { return maxD(r) >= end })
+	var got []string
+	for _, r := range recs {
+		if r.part != nil {
+			for _, o := range r.part.Ops {
+				got = append(got, r.subject+" "+string(o.Row))
+			}
+		}
+	}
+	want := []string{schema.DataSubject("o1", "notes") + ` {"org_id":"o1","id":2,"body":"after enable"}`}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %q, want %q", got, want)
 	}
 }

@@ -74,7 +74,7 @@ func TestLargeTransaction(t *testing.T) {
 	// A buffer budget well below 100 parts x 256 KiB, so the largest parts
 	// also go out early.
 	proc := testenv.StartProcess(t, "ingestcmd", exec.Command(bin, "-database-url", e.url, "-nats-url", e.nats.URL(),
-		"-slot", e.slot, "-max-buffered-bytes", strconv.Itoa(8<<20)))
+		"-slot", e.slot, "-max-buffered-bytes", strconv.Itoa(8<<20), "-cpuprofile", os.Getenv("RIPPLE_BENCH_CPUPROFILE")))
 
 	nc := e.nats.Connect(t)
 	type chunkKey struct {
@@ -152,6 +152,9 @@ func TestLargeTransaction(t *testing.T) {
 		}
 	}
 	hwm := vmHWM(t, proc.Pid())
+	if err := proc.Stop(); err != nil {
+		t.Log(err)
+	}
 	t.Logf("%d rows in %d chunks: insert %v, streamed %v after the insert began; ingest peak RSS %d MiB",
 		rows, chunks, inserted, streamed, hwm>>20)
 	if chunks <= orgs {

@@ -30,6 +30,9 @@ const (
 	readBudget     = 16 << 20 // decoded bytes between reader and main loop
 	flushTimeout   = 10 * time.Second
 	maxPendingCkpt = 64
+	// statusInterval is the longest time without a status update (well
+	// under the server's wal_sender_timeout, 60s by default).
+	statusInterval = 10 * time.Second
 )
 
 // session is one replication connection's lifetime. Everything in it is
@@ -46,9 +49,11 @@ type session struct {
 	rels   map[uint32]*boundRel
 	xidRef uint64 // a recent next-xid (xid8) for widening pgoutput's 32-bit xids
 
-	acked      uint64 // last LSN acknowledged to Postgres
-	walEnd     uint64 // server WAL end from the last keepalive
-	reconnects uint64 // NATS reconnect count when the session started
+	acked      uint64    // last LSN acknowledged to Postgres
+	sentAck    uint64    // acked as of the last status update sent
+	sentAt     time.Time // when the last status update was sent
+	walEnd     uint64    // server WAL end from the last keepalive
+	reconnects uint64    // NATS reconnect count when the session started
 
 	tx        txn
 	deferred  []*nats.Msg // barrier requests waiting for the open transaction's commit
@@ -386,6 +391,14 @@ func (s *session) loop(ctx context.Context, ckpts <-chan checkpoint) error {
 			}
 			s.ckpts = append(s.ckpts, cp)
 		case <-hb.C:
+			if s.tx.open {
+				// D cannot move while a transaction is open: publish the
+				// heartbeat now instead of asking the server.
+				if err := s.heartbeat(); err != nil {
+					return err
+				}
+				continue
+			}
 			if s.hbPending {
 				// No keepalive answered the last request: publish anyway.
 				if err := s.heartbeat(); err != nil {
@@ -413,6 +426,7 @@ func (s *session) sendStatus(replyRequested bool) error {
 	if err != nil {
 		return fmt.Errorf("ingest: send standby status: %w", err)
 	}
+	s.sentAck, s.sentAt = s.acked, time.Now()
 	return nil
 }
 
@@ -434,9 +448,13 @@ func (s *session) heartbeat() error {
 	if err := s.publishJSON(schema.SubjectControl, h); err != nil {
 		return err
 	}
+	fstart := time.Now()
 	if err := s.nc.FlushTimeout(flushTimeout); err != nil {
 		s.i.m.publishErrors.Inc()
 		return fmt.Errorf("ingest: flush NATS: %w", err)
+	}
+	if took := time.Since(fstart); took > time.Second {
+		s.i.log.Warn("slow NATS flush", "took", took)
 	}
 	if s.nc.Stats().Reconnects != s.reconnects {
 		return errNATSDown
@@ -447,6 +465,9 @@ func (s *session) heartbeat() error {
 	s.i.update(func(st *State) {
 		st.D, st.Acked, st.LastProgress = schema.LSN(d), schema.LSN(s.acked), time.Now()
 	})
+	if s.acked == s.sentAck && time.Since(s.sentAt) < statusInterval {
+		return nil // nothing new to acknowledge
+	}
 	return s.sendStatus(false)
 }
 
