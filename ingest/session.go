@@ -550,9 +550,11 @@ func (s *session) handle(ctx context.Context, m *walMessage) error {
 			s.i.m.lagSeconds.Set(0)
 		}
 		if s.hbPending {
-			return s.heartbeat()
+			if err := s.heartbeat(); err != nil {
+				return err
+			}
 		}
-		if m.ReplyRequested {
+		if m.ReplyRequested && time.Since(s.sentAt) > time.Millisecond {
 			return s.sendStatus(false)
 		}
 	case kindBegin:
