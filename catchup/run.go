@@ -118,10 +118,36 @@ func (r *run) attempt(ctx context.Context) error {
 		}
 		return err
 	}
-	// Every row of the snapshot has been read: the deferred rollback ends
-	// the read-only transaction, and a failure to end it (say a recovery
-	// conflict that arrived after the last row) changes nothing sent.
+	// Every row of the snapshot has been read: ending the read-only
+	// transaction can fail (say a recovery conflict that arrived after the
+	// last row) without changing anything sent.
+	_ = tx.Rollback(ctx)
+	if !snap.recovery {
+		if err := flushPast(ctx, conn, snap.u); err != nil {
+			c.cfg.Logger.Warn("catchup: could not flush WAL past the snapshot bound", "u", snap.u.String(), "err", err)
+		}
+	}
 	return nil
+}
+
+// flushPast makes sure the primary's WAL is flushed up to u, the snapshot's
+// upper bound. The ingest decodes only flushed WAL, so its decoded-through
+// position D reaches u only then, and the gateway shows a snapshot only once
+// D >= u. WAL that nothing flushes can sit past the flush position for a
+// long time: a read-only query writes some (heap pruning) without a commit
+// record, and on a quiet primary only the bgwriter's next running-xacts
+// record (about every 15 s) flushes it. A tiny transaction that takes an xid
+// writes a commit record and flushes everything before it.
+func flushPast(ctx context.Context, conn *pgxpool.Conn, u schema.LSN) error {
+	var flushed bool
+	if err := conn.QueryRow(ctx, "SELECT pg_catalog.pg_current_wal_flush_lsn() >= $1::text::pg_lsn", u.String()).Scan(&flushed); err != nil {
+		return err
+	}
+	if flushed {
+		return nil
+	}
+	_, err := conn.Exec(ctx, "SELECT pg_catalog.pg_current_xact_id()")
+	return err
 }
 
 // stream sends the operations of one attempt: tombstones first, then rows.
