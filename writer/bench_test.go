@@ -28,9 +28,9 @@ func envInt(name string, def int) int {
 
 const benchClients = 100
 
-// BenchmarkMutations compares mutations through NATS and the writer with the
-// same inserts done directly with pgx from one process (a pool of as many
-// connections as the writer has), and measures request-to-reply latency at a
+// BenchmarkMutations compares mutations through NATS and the writer (with its
+// default Config) with the same inserts done directly with pgx from one
+// process (a pool of RIPPLE_BENCH_CONNS connections, default 8), and measures request-to-reply latency at a
 // paced 1,000 mutations/s from 100 clients.
 //
 // It runs twice: on the test clusters' usual settings (fsync=off, so the
@@ -57,7 +57,10 @@ func benchOps(b *testing.B) int {
 
 func benchMutations(b *testing.B, e *env) {
 	conns := envInt("RIPPLE_BENCH_CONNS", 8)
-	e.startWriter(b, func(c *writer.Config) { c.MaxConns = int32(conns) })
+	// The writer runs with its default number of connections (one
+	// batcher each) unless RIPPLE_BENCH_WRITER_CONNS says otherwise; the
+	// direct inserts use RIPPLE_BENCH_CONNS.
+	e.startWriter(b, func(c *writer.Config) { c.MaxConns = int32(envInt("RIPPLE_BENCH_WRITER_CONNS", int(c.MaxConns))) })
 	nc := e.nats.Connect(b)
 	pool, err := pgxpool.New(context.Background(), fmt.Sprintf("%s&pool_max_conns=%d", e.url, conns))
 	if err != nil {
