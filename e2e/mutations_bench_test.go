@@ -32,17 +32,21 @@ func benchEnvInt(name string, def int) int {
 // items of its organisation (RIPPLE_BENCH_ORGS organisations, default 100:
 // one per client; with fewer, clients share organisations and each also
 // receives, and re-applies its pending mutations over, its neighbours' rows),
-// send insert
-// mutations through one gateway (httptest) and NATS to one writer
-// (RIPPLE_BENCH_CONNS database connections, default 8); the ingest
+// send insert mutations through one gateway (httptest) and NATS to one writer (its
+// default Config; RIPPLE_BENCH_WRITER_CONNS sets MaxConns); the ingest
 // replicates the commits back, and a mutation counts as confirmed when its
 // Pending is done: the commit that applied it has been applied to the
 // client's view. Each run sends RIPPLE_BENCH_MUTATIONS (default 5,000)
-// mutations, at least b.N; the figures are the reported metrics.
+// mutations, at least b.N; the figures are the reported metrics:
+//
+//	go test -run '^$' -bench BenchmarkMutationsThroughGateway -benchtime 1x ./e2e
+//
+// Sub-benchmarks:
 //
 //   - direct_pgx: the same inserts (same table, row shape and count) done
 //     directly with pgx from this process: 100 goroutines, one insert at a
-//     time each, over a pool of as many connections as the writer has.
+//     time each, over a pool of RIPPLE_BENCH_CONNS connections (default 8;
+//     each side runs in the configuration it does best in).
 //
 //   - gateway_saturated: unpaced; each client keeps up to
 //     RIPPLE_BENCH_WINDOW (default 8) mutations unconfirmed. mutations/s is
@@ -51,12 +55,11 @@ func benchEnvInt(name string, def int) int {
 //   - gateway_paced_1000_per_s: each client sends one mutation every 100 ms
 //     (1,000/s in all, phases spread), without waiting for confirmations;
 //     p50/p99 are send-to-confirmation latencies.
-//
-//     go test -run '^$' -bench BenchmarkMutationsThroughGateway -benchtime 1x ./e2e
 func BenchmarkMutationsThroughGateway(b *testing.B) {
 	const clients = 100
 	orgs := benchEnvInt("RIPPLE_BENCH_ORGS", clients)
 	conns := benchEnvInt("RIPPLE_BENCH_CONNS", 8)
+	writerConns := benchEnvInt("RIPPLE_BENCH_WRITER_CONNS", 0) // 0: the writer's default
 	window := benchEnvInt("RIPPLE_BENCH_WINDOW", 8)
 	ops := func(b *testing.B) int { return max(b.N, benchEnvInt("RIPPLE_BENCH_MUTATIONS", 5000)) }
 
@@ -64,7 +67,7 @@ func BenchmarkMutationsThroughGateway(b *testing.B) {
 		c.MutationTimeout = 30 * time.Second
 	}})
 	reg := prometheus.NewRegistry()
-	w, err := writer.New(writer.Config{DatabaseURL: tp.DBURL, NATSURL: tp.IngestNATS.URL(), MaxConns: int32(conns),
+	w, err := writer.New(writer.Config{DatabaseURL: tp.DBURL, NATSURL: tp.IngestNATS.URL(), MaxConns: int32(writerConns),
 		Logger: tp.logger.With("part", "writer"), Registerer: reg})
 	if err != nil {
 		b.Fatal(err)
