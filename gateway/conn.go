@@ -46,7 +46,10 @@ type conn struct {
 	finalOnce sync.Once
 	netConn   net.Conn // the socket under ws; the writer frames messages itself
 
-	// reader-owned
+	in inbox
+
+	// handler-owned (one handler goroutine at a time)
+	authTimer  *time.Timer
 	authed     bool
 	claims     schema.Claims
 	expiry     *time.Timer
@@ -57,7 +60,7 @@ type conn struct {
 }
 
 func newConn(g *Gateway, ws *websocket.Conn) *conn {
-	c := &conn{g: g, ws: ws, q: newQueue(g.cfg.OutboundQueue), kill: make(chan struct{}),
+	c := &conn{g: g, ws: ws, q: newQueue(g.cfg.OutboundQueue), kill: make(chan struct{}), in: inbox{space: make(chan struct{}, 1)},
 		finalDone: make(chan struct{}), netConn: ws.UnderlyingConn(), mutSem: make(chan struct{}, g.cfg.MaxMutationsInFlight)}
 	// Only the writer goroutine writes to the socket: pongs go through the
 	// queue, and a client's close frame is answered by the writer's own.
@@ -141,15 +144,16 @@ func (c *conn) serve() {
 	c.hc = <-hcCh
 	c.g.m.clients.Inc()
 	defer c.g.m.clients.Dec()
-	authTimer := time.AfterFunc(c.g.cfg.AuthTimeout, func() {
+	c.authTimer = time.AfterFunc(c.g.cfg.AuthTimeout, func() {
 		c.cut(schema.ErrCodeUnauthorized, "no auth frame in time", closeUnauthorized)
 	})
-	c.read(authTimer)
-	authTimer.Stop()
+	c.read()
+	c.cut("", "", websocket.CloseNormalClosure)
+	c.in.wg.Wait()
+	c.authTimer.Stop()
 	if c.expiry != nil {
 		c.expiry.Stop()
 	}
-	c.cut("", "", websocket.CloseNormalClosure)
 	<-c.finalDone
 	_ = c.ws.Close()
 	c.mutWG.Wait()
@@ -234,7 +238,7 @@ func (c *conn) send(b []byte) {
 func (c *conn) sendError(id, code, msg string) { c.send(errorFrame(id, code, msg)) }
 
 // read is the reader loop.
-func (c *conn) read(authTimer *time.Timer) {
+func (c *conn) read() {
 	limit := int64(c.g.cfg.MaxFrameBytes)
 	buf := make([]byte, 0, 512)
 	for {
@@ -251,40 +255,116 @@ func (c *conn) read(authTimer *time.Timer) {
 			c.cut(schema.ErrCodeTooLarge, "frame larger than the limit", closeTooLarge)
 			return
 		}
-		if mt != websocket.TextMessage {
-			c.sendError("", schema.ErrCodeBadFrame, "frames are JSON text frames")
-			continue
+		var frame []byte // nil: a binary frame
+		if mt == websocket.TextMessage {
+			frame = append(make([]byte, 0, len(buf)), buf...)
 		}
-		f, err := DecodeClientFrame(buf)
-		if err != nil {
-			c.sendError("", schema.ErrCodeBadFrame, err.Error())
-			continue
-		}
-		if cap(buf) > 64<<10 {
+		if cap(buf) > 4<<10 {
 			buf = make([]byte, 0, 512)
 		}
-		if f.Type == schema.FrameAuth {
-			if !c.onAuth(f) {
-				return
-			}
-			authTimer.Stop()
-			continue
+		if !c.in.put(frame, c) {
+			return
 		}
-		if !c.authed {
-			c.sendError(f.ID, schema.ErrCodeUnauthorized, "authenticate first")
-			continue
+	}
+}
+
+// inbox hands frames from the reader to a handler goroutine that runs only
+// while frames wait (so an idle connection keeps one shallow goroutine),
+// in order. At most inboxLimit frames wait; the reader waits beyond.
+type inbox struct {
+	mu      sync.Mutex
+	frames  [][]byte
+	running bool
+	space   chan struct{}
+	wg      sync.WaitGroup
+}
+
+const inboxLimit = 64
+
+func (in *inbox) put(f []byte, c *conn) bool {
+	for {
+		in.mu.Lock()
+		if len(in.frames) < inboxLimit {
+			break
 		}
-		switch f.Type {
-		case schema.FramePing:
-			c.send(encodeFrame(schema.ServerFrame{Type: schema.FramePong, ID: f.ID}))
-		case schema.FrameSubscribe:
-			c.onSubscribe(f)
-		case schema.FrameUnsubscribe:
-			hc, id := c.hc, f.ID
-			c.g.hub.post(func() { c.g.hub.unsubscribe(hc, id) })
-		case schema.FrameMutate:
-			c.onMutate(f)
+		in.mu.Unlock()
+		select {
+		case <-in.space:
+		case <-c.kill:
+			return false
 		}
+	}
+	in.frames = append(in.frames, f)
+	start := !in.running
+	in.running = true
+	in.mu.Unlock()
+	if start {
+		in.wg.Add(1)
+		go c.handler()
+	}
+	return true
+}
+
+// handler handles waiting frames in order and exits when none is left. It
+// owns the connection's protocol state (authed, claims, expiry, ...).
+func (c *conn) handler() {
+	defer c.in.wg.Done()
+	for {
+		c.in.mu.Lock()
+		if len(c.in.frames) == 0 {
+			c.in.running = false
+			c.in.frames = nil
+			c.in.mu.Unlock()
+			return
+		}
+		f := c.in.frames[0]
+		c.in.frames[0] = nil
+		c.in.frames = c.in.frames[1:]
+		c.in.mu.Unlock()
+		select {
+		case c.in.space <- struct{}{}:
+		default:
+		}
+		select {
+		case <-c.kill:
+			continue // drain without acting
+		default:
+		}
+		c.handle(f)
+	}
+}
+
+// handle acts on one client frame (nil: a binary frame).
+func (c *conn) handle(b []byte) {
+	if b == nil {
+		c.sendError("", schema.ErrCodeBadFrame, "frames are JSON text frames")
+		return
+	}
+	f, err := DecodeClientFrame(b)
+	if err != nil {
+		c.sendError("", schema.ErrCodeBadFrame, err.Error())
+		return
+	}
+	if f.Type == schema.FrameAuth {
+		if c.onAuth(f) {
+			c.authTimer.Stop()
+		}
+		return
+	}
+	if !c.authed {
+		c.sendError(f.ID, schema.ErrCodeUnauthorized, "authenticate first")
+		return
+	}
+	switch f.Type {
+	case schema.FramePing:
+		c.send(encodeFrame(schema.ServerFrame{Type: schema.FramePong, ID: f.ID}))
+	case schema.FrameSubscribe:
+		c.onSubscribe(f)
+	case schema.FrameUnsubscribe:
+		hc, id := c.hc, f.ID
+		c.g.hub.post(func() { c.g.hub.unsubscribe(hc, id) })
+	case schema.FrameMutate:
+		c.onMutate(f)
 	}
 }
 

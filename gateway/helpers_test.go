@@ -250,6 +250,7 @@ type tclient struct {
 	frameN    atomic.Int64
 	stall     chan struct{} // when set, the reader stops reading until closed
 	recvTimes map[schema.XID8]time.Time
+	env       *env
 	onCommit  func(f schema.ServerFrame, at time.Time)
 }
 
@@ -261,7 +262,7 @@ func dial(t testing.TB, e *env) *tclient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &tclient{t: t, ws: ws, subs: map[string]*tsub{}, closed: make(chan struct{})}
+	c := &tclient{t: t, ws: ws, subs: map[string]*tsub{}, closed: make(chan struct{}), env: e}
 	t.Cleanup(func() { ws.Close(); <-c.closed })
 	return c
 }
@@ -447,11 +448,42 @@ func (c *tclient) waitFrame(d time.Duration, what string, match func(schema.Serv
 
 func (c *tclient) waitReady(id string, n int) {
 	c.t.Helper()
-	waitFor(c.t, 30*time.Second, "ready of "+id, func() bool {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
 		c.mu.Lock()
-		defer c.mu.Unlock()
-		return c.subs[id] != nil && c.subs[id].ready >= n
-	})
+		ok := c.subs[id] != nil && c.subs[id].ready >= n
+		c.mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Log(c.env.hubState())
+			c.t.Fatalf("timed out waiting for ready %d of %s", n, id)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// hubState describes the gateway's topics and subscriptions (for failures).
+func (e *env) hubState() string {
+	out := make(chan string, 1)
+	h := e.gw.hub
+	if !h.post(func() {
+		var sb strings.Builder
+		fmt.Fprintf(&sb, "hub: d=%s curXID=%s txs=%d hbSeen=%v gapped=%v natsUp=%v\n", h.d, h.curXID, len(h.txs), h.hbSeen, h.gapped, h.natsUp)
+		for _, t := range h.topics {
+			fmt.Fprintf(&sb, "  topic %s live=%v subs=%d busy=%v\n", t.subject, t.live, len(t.subs), h.busy(t))
+		}
+		for hc := range h.conns {
+			for _, s := range hc.subs {
+				fmt.Fprintf(&sb, "  sub %s state=%d done=%v U=%s applied=%s buf=%d retry=%d\n", s.id, s.state, s.done, s.res.U, s.applied, len(s.buf), s.retry)
+			}
+		}
+		out <- sb.String()
+	}) {
+		return "hub stopped"
+	}
+	return <-out
 }
 
 // viewOf returns the visible rows of a subscription, sorted.

@@ -400,9 +400,6 @@ func (h *hub) onPart(t *topic, p *schema.RawPart) {
 		h.flushDeferred()
 	}
 	h.checkEpoch(p.Epoch)
-	if !t.live {
-		return
-	}
 	if p.XID != h.curXID {
 		// A new transaction began: the ingest published every part of the
 		// previous ones. Any still incomplete lost a message.
@@ -412,6 +409,9 @@ func (h *hub) onPart(t *topic, p *schema.RawPart) {
 			}
 		}
 		h.curXID = p.XID
+	}
+	if !t.live {
+		return
 	}
 	if p.XID == t.liveAtXID {
 		// The topic became live in the middle of this transaction: its
