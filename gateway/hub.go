@@ -975,7 +975,9 @@ func (h *hub) catchupDone(s *sub, gen int, res catchup.Result, err error) {
 }
 
 func (h *hub) backoff(s *sub) {
-	s.cancel()
+	if s.cancel != nil {
+		s.cancel()
+	}
 	s.gen++
 	s.genA.Store(int64(s.gen))
 	s.state = stBackoff
@@ -1046,6 +1048,10 @@ func (h *hub) flush(s *sub) {
 		last = a.lsn
 	}
 	ready := max(s.res.U, last)
+	if s.cancel != nil {
+		s.cancel() // the catch-up is over: release its context
+		s.cancel = nil
+	}
 	s.state = stLive
 	s.buffering = false
 	s.buf, s.bufParts, s.partial = nil, 0, nil
