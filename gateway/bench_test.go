@@ -55,6 +55,9 @@ func BenchmarkHubFanout(b *testing.B) {
 			}
 			for _, c := range conns {
 				frames = c.q.pop(frames[:0])
+				c.q.mu.Lock()
+				c.q.running = true // pop of an empty queue stops the "writer"
+				c.q.mu.Unlock()
 			}
 			b.StartTimer()
 		}
