@@ -33,10 +33,12 @@
 //   - TRUNCATE and column changes of a sync table publish a schema.Resync on
 //     schema.SubjectControl in order with the data.
 //   - Every HeartbeatInterval the ingest asks the server for its
-//     decoded-through position; the keepalive answer (with no transaction
-//     open) advances D, the decoded-through LSN (rule 1), which goes out in a
-//     schema.Heartbeat after every commit at or below it, with the newest
-//     checkpoint {lsn, xmin} (rule 5) that D has passed.
+//     decoded-through position (a status update with reply requested); the
+//     keepalive answer, taken only while no transaction is open, advances D,
+//     the decoded-through LSN (rule 1), which goes out in a schema.Heartbeat
+//     after every commit at or below it, with the newest checkpoint
+//     {lsn, xmin} (rule 5) that D has passed. Inside a long transaction the
+//     heartbeat goes out with the unchanged D.
 //   - Barrier requests on schema.SubjectBarrier publish a schema.Barrier
 //     carrying D on the requested subject, then reply (rule 2); a barrier on
 //     a subject that the open transaction already sent a chunk on waits for
