@@ -56,6 +56,7 @@ type conn struct {
 	confirmKey string
 	confirmCh  chan struct{}
 	mutSem     chan struct{}
+	mutTail    chan struct{} // closed when the last mutation forwarded so far has its reply; handler-owned
 	mutWG      sync.WaitGroup
 }
 
@@ -488,10 +489,25 @@ func (c *conn) onMutate(f schema.ClientFrame) {
 	case <-c.kill:
 		return
 	}
+	// One connection's mutations go to the writers one after another, in
+	// the order the client sent them: writers in a queue group would
+	// otherwise receive them out of order and answer
+	// mutation_out_of_order, making the client resend after a back-off.
+	// The queue (bounded by mutSem) lets a client send many at once.
+	prev, done := c.mutTail, make(chan struct{})
+	c.mutTail = done
 	c.mutWG.Add(1)
 	go func() {
 		defer c.mutWG.Done()
 		defer func() { <-c.mutSem }()
+		defer close(done)
+		if prev != nil {
+			select {
+			case <-prev:
+			case <-c.kill:
+				return
+			}
+		}
 		c.send(c.g.mutate(ready, req))
 	}()
 }
