@@ -38,6 +38,9 @@ type pending struct {
 	msg   *nats.Msg
 	req   schema.MutationRequest
 	start time.Time
+	// held is when the request was first held back for its predecessor
+	// (zero: never).
+	held time.Time
 }
 
 // lanes spread clients over the batchers: a client always maps to the same
@@ -64,16 +67,40 @@ func (l *lanes) of(clientID string) chan *pending {
 
 // runLane is a lane's batcher: it takes the requests that are waiting (at
 // least one, at most Config.MaxBatch) and applies them in one transaction,
-// then takes the ones that arrived meanwhile. It returns when quit is
-// closed and nothing waits.
+// then takes the ones that arrived meanwhile. Requests that came before
+// their predecessor are held back (Config.OrderWait) and join the next
+// batch. It returns when quit is closed and nothing waits.
 func (w *Writer) runLane(ctx context.Context, in chan *pending, quit <-chan struct{}) {
 	batch := make([]*pending, 0, w.cfg.MaxBatch)
+	var held []*pending
+	stopping := false
 	for {
 		batch = batch[:0]
-		select {
-		case p := <-in:
-			batch = append(batch, p)
-		case <-quit:
+		var timer *time.Timer
+		var expired <-chan time.Time
+		if len(held) > 0 {
+			first := held[0].held
+			for _, p := range held[1:] {
+				if p.held.Before(first) {
+					first = p.held
+				}
+			}
+			timer = time.NewTimer(time.Until(first.Add(w.cfg.OrderWait)))
+			expired = timer.C
+		}
+		if !stopping {
+			select {
+			case p := <-in:
+				batch = append(batch, p)
+			case <-expired:
+			case <-quit:
+				stopping = true
+			}
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if stopping && len(held) == 0 {
 			select {
 			case p := <-in:
 				batch = append(batch, p)
@@ -81,6 +108,8 @@ func (w *Writer) runLane(ctx context.Context, in chan *pending, quit <-chan stru
 				return
 			}
 		}
+		batch = append(batch, held...)
+		held = held[:0]
 	fill:
 		for len(batch) < w.cfg.MaxBatch {
 			select {
@@ -90,8 +119,25 @@ func (w *Writer) runLane(ctx context.Context, in chan *pending, quit <-chan stru
 				break fill
 			}
 		}
-		w.runBatch(ctx, batch)
+		held = w.runBatch(ctx, batch, !stopping)
 	}
+}
+
+// hold reports whether a request answered with reply is held back for its
+// predecessor instead (and marks it held).
+func (w *Writer) hold(p *pending, reply schema.MutationReply, canHold bool) bool {
+	if !canHold || w.cfg.OrderWait <= 0 || reply.Code != CodeOutOfOrder {
+		return false
+	}
+	var r schema.OutOfOrderResult
+	if json.Unmarshal(reply.Result, &r) != nil || p.req.MutationID <= r.Expected {
+		return false // not ahead: its predecessor will not come
+	}
+	now := time.Now()
+	if p.held.IsZero() {
+		p.held = now
+	}
+	return now.Before(p.held.Add(w.cfg.OrderWait))
 }
 
 // item is one distinct mutation of a batch.
@@ -124,14 +170,20 @@ func (it *item) runs() bool { return it.stored == nil && it.req.MutationID == it
 // it committed and its mutations run again one by one.
 var errBatch = errors.New("writer: batch failed")
 
-// runBatch applies a batch and answers every request in it.
-func (w *Writer) runBatch(ctx context.Context, batch []*pending) {
+// runBatch applies a batch and answers every request in it, except the
+// ones it returns: they came before their predecessor and wait for the next
+// batch (canHold false answers them too).
+func (w *Writer) runBatch(ctx context.Context, batch []*pending, canHold bool) (held []*pending) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.RequestTimeout)
 	defer cancel()
 	w.metrics.batch.Observe(float64(len(batch)))
 	if len(batch) == 1 {
-		w.respond(batch[0], w.process(ctx, batch[0].req))
-		return
+		reply := w.process(ctx, batch[0].req)
+		if w.hold(batch[0], reply, canHold) {
+			return []*pending{batch[0]}
+		}
+		w.respond(batch[0], reply)
+		return nil
 	}
 	// One item per distinct mutation; a repeat waits for the first's reply.
 	byKey := make(map[mutationKey]*item, len(batch))
@@ -161,11 +213,17 @@ func (w *Writer) runBatch(ctx context.Context, batch []*pending) {
 		}
 	}
 	for _, it := range items {
+		if w.hold(it.p, it.reply, canHold) {
+			held = append(held, it.p)
+			held = append(held, it.dups...)
+			continue
+		}
 		w.respond(it.p, it.reply)
 		for _, d := range it.dups {
 			w.respond(d, it.reply)
 		}
 	}
+	return held
 }
 
 type mutationKey struct {

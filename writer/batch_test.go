@@ -343,3 +343,56 @@ func TestGroupCommitPrepared(t *testing.T) {
 		t.Errorf("%v batch fallbacks, want 0", f)
 	}
 }
+
+// histCount returns a histogram's sample count in reg.
+func histCount(reg *prometheus.Registry, name string) uint64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return 0
+	}
+	var n uint64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				n += m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	return n
+}
+
+// TestOrderWait: a mutation that reaches the writer before its predecessor
+// (a gateway forwards a client's mutations concurrently) is held back, not
+// answered out of order, and applied once the predecessor arrived.
+func TestOrderWait(t *testing.T) {
+	e := setup(t)
+	_, reg := e.startWriter(t, func(c *writer.Config) { c.OrderWait = 10 * time.Second })
+	nc := e.nats.Connect(t)
+	row := func(id string) map[string]any { return map[string]any{"id": id, "org": "acme", "title": "t"} }
+	type result struct {
+		rep schema.MutationReply
+		err error
+	}
+	second := make(chan result, 1)
+	go func() {
+		rep, _, err := send(context.Background(), nc, todoReq("W", 2, row("w-2")), 20*time.Second)
+		second <- result{rep, err}
+	}()
+	waitFor(t, 10*time.Second, "mutation 2 run once and held", func() bool {
+		return histCount(reg, "ripple_writer_batch_size") >= 1 && metricValue(reg, "ripple_writer_inflight") == 1
+	})
+	if e.lastMutationID(t, "W") != 0 {
+		t.Fatal("mutation 2 advanced the client")
+	}
+	first, _ := mustSend(t, nc, todoReq("W", 1, row("w-1")))
+	r := <-second
+	if r.err != nil || first.Status != schema.MutationApplied || r.rep.Status != schema.MutationApplied {
+		t.Fatalf("first %+v; second %+v %v", first, r.rep, r.err)
+	}
+	if first.XID > r.rep.XID {
+		t.Errorf("mutation 2 (xid %d) committed before mutation 1 (xid %d)", r.rep.XID, first.XID)
+	}
+	if e.lastMutationID(t, "W") != 2 || e.recorded(t, "W") != 2 {
+		t.Errorf("last %d, recorded %d; want 2, 2", e.lastMutationID(t, "W"), e.recorded(t, "W"))
+	}
+}

@@ -40,6 +40,14 @@ type Config struct {
 	// its own savepoint, and Postgres caches 64 subtransaction ids per
 	// transaction). Default 64.
 	MaxBatch int
+	// OrderWait is how long a mutation that arrives before its
+	// predecessor (its id is ahead of the client's next expected id) is
+	// held back, waiting for the predecessor to arrive, before it is
+	// answered "mutation_out_of_order". A gateway forwards a client's
+	// mutations concurrently, so they may reach the writer slightly out of
+	// order; answering at once would make the client send them again.
+	// Negative answers at once. Default 100ms.
+	OrderWait time.Duration
 	// StatementTimeout is the statement_timeout of every connection. A
 	// mutation that hits it is answered "unavailable" and not recorded.
 	// Default 5s.
@@ -71,6 +79,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxBatch == 0 {
 		c.MaxBatch = 64
+	}
+	if c.OrderWait == 0 {
+		c.OrderWait = 100 * time.Millisecond
 	}
 	if c.StatementTimeout == 0 {
 		c.StatementTimeout = 5 * time.Second

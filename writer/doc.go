@@ -78,6 +78,13 @@
 // recorded with the batch's xid, and the client recognises its confirmation
 // by its own record in that commit, as for a transaction of one.
 //
+// A mutation whose id is ahead of the expected one is first held back in its
+// lane for up to Config.OrderWait and joins the next batches: a gateway
+// forwards one client's mutations concurrently, so a mutation may overtake
+// its predecessor on the way, and the predecessor usually arrives within
+// milliseconds. Only if it does not is the mutation answered
+// "mutation_out_of_order" (nothing is recorded for it either way).
+//
 // When the batch's transaction fails as a whole (a serialization failure or
 // deadlock, a mutator that left the transaction aborted, a deferred
 // constraint or any failure at COMMIT, a lost connection), nothing of it
