@@ -114,15 +114,28 @@ func BenchmarkMutationsThroughGateway(b *testing.B) {
 		}
 		return
 	}
-	type stats struct{ bs, bc, ds, dc float64 }
+	counter := func(name string) (n float64) {
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == name {
+				for _, m := range mf.GetMetric() {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+		return n
+	}
+	type stats struct{ bs, bc, ds, dc, req float64 }
 	snap := func() stats {
 		var s stats
+		s.req = counter("ripple_writer_mutations_total")
 		s.bs, s.bc = histStats("ripple_writer_batch_size")
 		s.ds, s.dc = histStats("ripple_writer_mutation_duration_seconds")
 		return s
 	}
 	// report reports throughput, ratio, latencies, the writer's mean batch
-	// size and its mean request-to-reply time of one run.
+	// size, its mean request-to-reply time and requests per mutation of one
+	// run.
 	var direct float64
 	report := func(b *testing.B, n int, el time.Duration, lat []time.Duration, s0 stats) {
 		rate := float64(n) / el.Seconds()
@@ -136,6 +149,10 @@ func BenchmarkMutationsThroughGateway(b *testing.B) {
 		if s1 := snap(); s1.bc > s0.bc && s1.dc > s0.dc {
 			b.ReportMetric((s1.bs-s0.bs)/(s1.bc-s0.bc), "batch_avg")
 			b.ReportMetric((s1.ds-s0.ds)/(s1.dc-s0.dc)*1000, "writer_ms")
+			// Requests the writer answered per mutation: above 1 when
+			// clients sent mutations again (after a reconnect or a lost
+			// reply).
+			b.ReportMetric((s1.req-s0.req)/float64(n), "req/mutation")
 		}
 	}
 
