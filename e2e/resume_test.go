@@ -151,6 +151,12 @@ func TestReplicaReplayPaused(t *testing.T) {
 	if err := late.WaitReady(ctx); err != nil {
 		t.Fatalf("late subscription after resume: %v", err)
 	}
+	// OnChange callbacks run after the view changed: wait until the late
+	// subscription's callback has seen its initial rows.
+	waitFor(t, 15*time.Second, "late subscription's initial rows reach OnChange", func() bool {
+		_, seen := checks["late"].stats()
+		return seen >= 30
+	})
 	if first, _ := checks["late"].stats(); first < liveLSN {
 		t.Errorf("late subscription's first state %s is older than the stream at subscribe (%s)", first, liveLSN)
 	}
