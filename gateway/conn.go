@@ -168,6 +168,7 @@ func (c *conn) writer() {
 	var frames [][]byte
 	var hdrs []byte
 	var bufs net.Buffers
+	var deadline time.Time
 	for {
 		select {
 		case <-c.kill:
@@ -200,7 +201,12 @@ func (c *conn) writer() {
 		}
 		// (Earlier headers stay valid when hdrs grows: their slices keep
 		// the old array.)
-		_ = c.netConn.SetWriteDeadline(time.Now().Add(c.g.cfg.WriteTimeout))
+		// The deadline is renewed only once a tenth of WriteTimeout went
+		// by, not for every write: each write still gets at least 90% of it.
+		if now := time.Now(); deadline.Sub(now) < c.g.cfg.WriteTimeout-c.g.cfg.WriteTimeout/10 {
+			deadline = now.Add(c.g.cfg.WriteTimeout)
+			_ = c.netConn.SetWriteDeadline(deadline)
+		}
 		if _, err := bufs.WriteTo(c.netConn); err != nil {
 			c.cut("", "", websocket.CloseAbnormalClosure)
 			continue // the next turn writes nothing more and closes
@@ -241,27 +247,30 @@ func (c *conn) sendError(id, code, msg string) { c.send(errorFrame(id, code, msg
 // read is the reader loop.
 func (c *conn) read() {
 	limit := int64(c.g.cfg.MaxFrameBytes)
-	buf := make([]byte, 0, 512)
 	for {
 		mt, r, err := c.ws.NextReader()
 		if err != nil {
 			return
 		}
-		buf = buf[:0]
+		// The read buffer is borrowed per frame: an idle connection holds
+		// none while it waits for the next one.
+		bp := c.g.readBufs.Get().(*[]byte)
+		buf := (*bp)[:0]
 		n, err := readLimited(r, &buf, limit)
+		var frame []byte // nil: a binary frame
+		if err == nil && n <= limit && mt == websocket.TextMessage {
+			frame = append(make([]byte, 0, len(buf)), buf...)
+		}
+		if cap(buf) <= 4<<10 {
+			*bp = buf[:0]
+			c.g.readBufs.Put(bp)
+		}
 		if err != nil {
 			return
 		}
 		if n > limit {
 			c.cut(schema.ErrCodeTooLarge, "frame larger than the limit", closeTooLarge)
 			return
-		}
-		var frame []byte // nil: a binary frame
-		if mt == websocket.TextMessage {
-			frame = append(make([]byte, 0, len(buf)), buf...)
-		}
-		if cap(buf) > 4<<10 {
-			buf = make([]byte, 0, 512)
 		}
 		if !c.in.put(frame, c) {
 			return

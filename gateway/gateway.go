@@ -34,6 +34,7 @@ type Gateway struct {
 	m        *metrics
 	hub      *hub
 	upgrader websocket.Upgrader
+	readBufs sync.Pool // *[]byte: connections' frame read buffers
 	ready    atomic.Bool
 
 	ctx    context.Context
@@ -61,6 +62,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: metrics: %w", err)
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, verifier: v, m: m, conns: map[*conn]struct{}{}}
+	g.readBufs.New = func() any { b := make([]byte, 0, 512); return &b }
 	g.ctx, g.cancel = context.WithCancel(ctx)
 	g.hub = newHub(g, g.ctx)
 	h := g.hub
@@ -151,19 +153,26 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	g.wg.Add(1)
 	g.mu.Unlock()
-	defer g.wg.Done()
 	ws, err := g.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		g.wg.Done()
 		return // the upgrader answered already
 	}
 	c := newConn(g, ws)
 	g.mu.Lock()
 	g.conns[c] = struct{}{}
 	g.mu.Unlock()
-	c.serve()
-	g.mu.Lock()
-	delete(g.conns, c)
-	g.mu.Unlock()
+	// The connection runs in a goroutine of its own and ServeHTTP returns:
+	// the HTTP server then lets go of the request and of its connection's
+	// buffers (8 KiB), which an idle WebSocket connection would otherwise
+	// keep for its whole life.
+	go func() {
+		defer g.wg.Done()
+		c.serve()
+		g.mu.Lock()
+		delete(g.conns, c)
+		g.mu.Unlock()
+	}()
 }
 
 // Shutdown closes every connection with close code 1001 (going away), waits

@@ -53,6 +53,9 @@ type hub struct {
 
 	deferred    []*hconn
 	deferredXID schema.XID8
+
+	kick   []*conn   // connections whose writer waits for startWriters
+	kickAt time.Time // when the first of them was queued
 }
 
 // topic is one NATS data subject the gateway subscribes to.
@@ -212,6 +215,7 @@ func (h *hub) run() {
 	for {
 		select {
 		case <-h.ctx.Done():
+			h.startWriters()
 			h.stop()
 			return
 		case m := <-h.msgs:
@@ -221,7 +225,24 @@ func (h *hub) run() {
 		case now := <-tick.C:
 			h.onTick(now)
 		}
+		if len(h.kick) > 0 && (len(h.msgs) == 0 || time.Since(h.kickAt) >= maxWriterDelay) {
+			h.startWriters()
+		}
 	}
+}
+
+// maxWriterDelay bounds how long the hub holds back the writers of frames it
+// queued while more NATS messages wait.
+const maxWriterDelay = time.Millisecond
+
+// startWriters starts the writer goroutines of connections whose queues the
+// hub filled since the last call.
+func (h *hub) startWriters() {
+	for i, c := range h.kick {
+		go c.writer()
+		h.kick[i] = nil
+	}
+	h.kick = h.kick[:0]
 }
 
 func (h *hub) stop() {
@@ -737,7 +758,17 @@ func (h *hub) busy(t *topic) bool {
 // send queues a frame on a connection; a connection whose queue is full is
 // cut (it never slows the hub or other clients).
 func (h *hub) send(hc *hconn, b []byte) {
-	if !hc.c.push(b) {
+	ok, start := hc.c.q.push(b)
+	if start {
+		// The writer starts once the hub is through with the messages
+		// that are waiting (startWriters): a transaction's part and commit
+		// frames, and under load several transactions, leave in one write.
+		if len(h.kick) == 0 {
+			h.kickAt = time.Now()
+		}
+		h.kick = append(h.kick, hc.c)
+	}
+	if !ok {
 		h.g.m.queueDrops.Inc()
 		hc.c.cut(schema.ErrCodeSlowClient, "the connection could not keep up with the live stream", closeSlowClient)
 	}
