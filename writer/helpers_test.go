@@ -76,6 +76,13 @@ CREATE TABLE accounts (
     balance int8 NOT NULL
 );
 CREATE TABLE local_notes (id text PRIMARY KEY, org text NOT NULL);
+CREATE TABLE flags (
+    id   text PRIMARY KEY,
+    org  text NOT NULL,
+    done bool NOT NULL DEFAULT false,
+    addr inet,
+    code char(4)
+);
 `
 
 type env struct {
@@ -101,7 +108,7 @@ func setupOn(t testing.TB, pg *testenv.Postgres) *env {
 	if _, err := conn.Exec(ctx, testDDL); err != nil {
 		t.Fatal(err)
 	}
-	for _, tb := range []string{"todos", "accounts"} {
+	for _, tb := range []string{"todos", "accounts", "flags"} {
 		if _, err := migrations.Enable(ctx, conn, tb, "org"); err != nil {
 			t.Fatal(err)
 		}

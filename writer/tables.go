@@ -95,6 +95,14 @@ func (c *tableCache) load(ctx context.Context, q querier, name string) (*table, 
 			rows.Close()
 			return nil, fmt.Errorf("writer: load sync tables: %w", err)
 		}
+		// Without a modifier "character" means character(1), which would
+		// cut a longer value: bpchar is the unlimited blank-padded type.
+		switch col.cast {
+		case "character":
+			col.cast = "bpchar"
+		case "character[]":
+			col.cast = "bpchar[]"
+		}
 		col.typeOID = uint32(oid)
 		t := loaded[tName]
 		if t == nil {
@@ -154,8 +162,12 @@ func (c *tableCache) finish(ctx context.Context, q querier, t *table) error {
 		if i > 0 {
 			ret = append(ret, ", "...)
 		}
-		ret = append(ret, pgx.Identifier{col.name}.Sanitize()...)
-		ret = append(ret, "::text"...)
+		// The type's output function, as replication and catch-up see the
+		// value: a cast to text differs for some types (bool gives
+		// "true", inet adds the netmask, char(n) drops trailing blanks).
+		// format('%s') calls the output function but turns NULL into ''.
+		id := pgx.Identifier{col.name}.Sanitize()
+		ret = append(ret, "CASE WHEN "+id+" IS NULL THEN NULL ELSE pg_catalog.format('%s', "+id+") END"...)
 	}
 	t.returning = string(ret)
 	if t.rootIdx < 0 {
