@@ -44,7 +44,8 @@ type conn struct {
 	killText  string
 	finalDone chan struct{} // closed once the final frames were written
 	finalOnce sync.Once
-	netConn   net.Conn // the socket under ws; the writer frames messages itself
+	netConn   net.Conn  // the socket under ws; the writer frames messages itself
+	deadline  time.Time // the socket's write deadline; writer-owned
 
 	in inbox
 
@@ -165,10 +166,20 @@ func (c *conn) serve() {
 // writer drains the queue to the socket, many frames per system call,
 // and exits when the queue is empty. After cut it writes the final frames.
 func (c *conn) writer() {
-	var frames [][]byte
-	var hdrs []byte
-	var bufs net.Buffers
-	var deadline time.Time
+	// Scratch slices come from a pool shared by all connections: an idle
+	// connection holds none.
+	ws := c.g.writeScratch.Get().(*writeScratch)
+	defer c.g.writeScratch.Put(ws)
+	frames, hdrs, bufs := ws.frames[:0], ws.hdrs[:0], ws.bufs[:0]
+	defer func() {
+		clear(frames)
+		clear(bufs[:cap(bufs)])
+		if cap(frames) <= 1024 && cap(bufs) <= 2048 && cap(hdrs) <= 16<<10 {
+			ws.frames, ws.hdrs, ws.bufs = frames[:0], hdrs[:0], bufs[:0]
+		} else {
+			*ws = writeScratch{} // do not keep a burst's memory
+		}
+	}()
 	for {
 		select {
 		case <-c.kill:
@@ -203,11 +214,12 @@ func (c *conn) writer() {
 		// the old array.)
 		// The deadline is renewed only once a tenth of WriteTimeout went
 		// by, not for every write: each write still gets at least 90% of it.
-		if now := time.Now(); deadline.Sub(now) < c.g.cfg.WriteTimeout-c.g.cfg.WriteTimeout/10 {
-			deadline = now.Add(c.g.cfg.WriteTimeout)
-			_ = c.netConn.SetWriteDeadline(deadline)
+		if now := time.Now(); c.deadline.Sub(now) < c.g.cfg.WriteTimeout-c.g.cfg.WriteTimeout/10 {
+			c.deadline = now.Add(c.g.cfg.WriteTimeout)
+			_ = c.netConn.SetWriteDeadline(c.deadline)
 		}
-		if _, err := bufs.WriteTo(c.netConn); err != nil {
+		out := bufs // WriteTo consumes its receiver; bufs keeps the array
+		if _, err := out.WriteTo(c.netConn); err != nil {
 			c.cut("", "", websocket.CloseAbnormalClosure)
 			continue // the next turn writes nothing more and closes
 		}
@@ -215,6 +227,13 @@ func (c *conn) writer() {
 		c.g.m.bytesOut.Add(float64(n))
 		clear(frames)
 	}
+}
+
+// writeScratch is a writer's reusable scratch space.
+type writeScratch struct {
+	frames [][]byte
+	hdrs   []byte
+	bufs   net.Buffers
 }
 
 // final writes the kill frame and the close frame (once).

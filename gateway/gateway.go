@@ -26,16 +26,17 @@ const (
 
 // Gateway serves Ripple's WebSocket protocol (docs/protocol.md).
 type Gateway struct {
-	cfg      Config
-	log      *slog.Logger
-	nc       *nats.Conn
-	ownNC    bool
-	verifier *auth.Verifier
-	m        *metrics
-	hub      *hub
-	upgrader websocket.Upgrader
-	readBufs sync.Pool // *[]byte: connections' frame read buffers
-	ready    atomic.Bool
+	cfg          Config
+	log          *slog.Logger
+	nc           *nats.Conn
+	ownNC        bool
+	verifier     *auth.Verifier
+	m            *metrics
+	hub          *hub
+	upgrader     websocket.Upgrader
+	readBufs     sync.Pool // *[]byte: connections' frame read buffers
+	writeScratch sync.Pool // *writeScratch: writers' scratch space
+	ready        atomic.Bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -63,6 +64,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, verifier: v, m: m, conns: map[*conn]struct{}{}}
 	g.readBufs.New = func() any { b := make([]byte, 0, 512); return &b }
+	g.writeScratch.New = func() any { return new(writeScratch) }
 	g.ctx, g.cancel = context.WithCancel(ctx)
 	g.hub = newHub(g, g.ctx)
 	h := g.hub

@@ -111,6 +111,8 @@ type hconn struct {
 	chunkMark uint64
 	txMark    *txAsm
 	deferred  *deferredCommit
+	multi     bool // cached multiOrg, valid unless orgsDirty
+	orgsDirty bool // subs or confirmTo changed since multi was computed
 }
 
 // deferredCommit is the commit frame of a connection whose subscriptions
@@ -212,6 +214,10 @@ func (h *hub) run() {
 	iv := min(h.g.cfg.BarrierTimeout, h.g.cfg.HeartbeatTimeout) / 4
 	tick := time.NewTicker(max(iv, 10*time.Millisecond))
 	defer tick.Stop()
+	kickTimer := time.NewTimer(time.Hour)
+	kickTimer.Stop()
+	defer kickTimer.Stop()
+	kickArmed := false
 	for {
 		select {
 		case <-h.ctx.Done():
@@ -224,15 +230,27 @@ func (h *hub) run() {
 			f()
 		case now := <-tick.C:
 			h.onTick(now)
+		case <-kickTimer.C:
+			kickArmed = false
 		}
-		if len(h.kick) > 0 && (len(h.msgs) == 0 || time.Since(h.kickAt) >= maxWriterDelay) {
+		if len(h.kick) == 0 {
+			continue
+		}
+		// Writers wait while NATS messages wait or a transaction is
+		// still being received (its commit frame, and the next
+		// transactions, then leave in the same write), never longer than
+		// maxWriterDelay.
+		if wait := maxWriterDelay - time.Since(h.kickAt); wait <= 0 || (len(h.msgs) == 0 && len(h.txs) == 0) {
 			h.startWriters()
+		} else if !kickArmed {
+			kickTimer.Reset(wait)
+			kickArmed = true
 		}
 	}
 }
 
 // maxWriterDelay bounds how long the hub holds back the writers of frames it
-// queued while more NATS messages wait.
+// queued.
 const maxWriterDelay = time.Millisecond
 
 // startWriters starts the writer goroutines of connections whose queues the
@@ -673,6 +691,13 @@ func (h *hub) finish(a *txAsm) {
 // multiOrg reports whether the connection follows more than one
 // organisation (subscriptions or mutation confirmations).
 func (hc *hconn) multiOrg() bool {
+	if hc.orgsDirty {
+		hc.multi, hc.orgsDirty = hc.computeMultiOrg(), false
+	}
+	return hc.multi
+}
+
+func (hc *hconn) computeMultiOrg() bool {
 	org := ""
 	for _, s := range hc.subs {
 		if org != "" && s.t.org != org {
@@ -820,6 +845,7 @@ func (h *hub) subscribe(hc *hconn, r subscribeReq) {
 	}
 	s := &sub{hc: hc, id: r.id, t: t, key: r.table.PrimaryKey, proj: r.proj, cols: r.cols, cursor: r.cursor, applied: r.lsn}
 	hc.subs[r.id] = s
+	hc.orgsDirty = true
 	t.subs[s] = struct{}{}
 	h.g.m.subscriptions.Inc()
 	if t.live {
@@ -858,6 +884,7 @@ func (h *hub) removeSub(s *sub) {
 	}
 	s.buf = nil
 	delete(s.hc.subs, s.id)
+	s.hc.orgsDirty = true
 	delete(s.t.subs, s)
 	delete(h.mergeWait, s)
 	h.g.m.subscriptions.Dec()
@@ -924,6 +951,7 @@ func (h *hub) addConfirm(hc *hconn, clientID string, orgs []string, ch chan stru
 		}
 		t.confirm[hc] = struct{}{}
 		hc.confirmTo[t] = struct{}{}
+		hc.orgsDirty = true
 		if !t.live {
 			w.remaining++
 			t.waiters = append(t.waiters, w)
