@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,7 +31,15 @@ import (
 //     pg_recvlogical draining the same data from a fresh slot of its own to
 //     /dev/null in the same run (VACUUM and CHECKPOINT before each drain,
 //     median of 3). The ratio ripple/pg_recvlogical is the figure.
+//     Also reported: the CPU seconds the ingest process and the test
+//     process (the embedded NATS server) used per drain (median), far less
+//     noisy than wall time on a shared machine.
 //   - BenchmarkCommitLatency: commit-to-NATS latency at 1,000 commits/s.
+//
+// Knobs: RIPPLE_BENCH_ROWS (large transaction rows), RIPPLE_BENCH_HEARTBEAT
+// (ingest heartbeat, default 100ms), RIPPLE_BENCH_GOMAXPROCS (the ingest
+// process's GOMAXPROCS), RIPPLE_BENCH_CPUPROFILE (file), RIPPLE_BENCH_LOG
+// (directory for the ingest logs).
 
 const benchRuns = 3
 
@@ -88,6 +98,10 @@ func drainBench(b *testing.B, rows int, load func(e *env) schema.LSN) {
 
 	bin := buildIngestCmd(b)
 	var hwm int64
+	// CPU seconds used by the ingest process and by this process (the
+	// embedded NATS server) per drain: far less noisy than wall time on a
+	// shared machine.
+	var ingestCPU, natsCPU []time.Duration
 	var recvTimes, rippleTimes []time.Duration
 	for i := range benchRuns {
 		prepare()
@@ -101,11 +115,18 @@ func drainBench(b *testing.B, rows int, load func(e *env) schema.LSN) {
 
 		prepare()
 		d.Store(0)
+		selfStart := procCPU(b, os.Getpid())
 		start = time.Now()
-		proc := testenv.StartProcess(b, "ingestcmd", exec.Command(bin, "-database-url", e.url, "-nats-url", e.nats.URL(),
-			"-slot", rippleSlots[i], "-heartbeat", cmp.Or(os.Getenv("RIPPLE_BENCH_HEARTBEAT"), "100ms"), "-cpuprofile", os.Getenv("RIPPLE_BENCH_CPUPROFILE")))
+		cmd = exec.Command(bin, "-database-url", e.url, "-nats-url", e.nats.URL(),
+			"-slot", rippleSlots[i], "-heartbeat", cmp.Or(os.Getenv("RIPPLE_BENCH_HEARTBEAT"), "100ms"), "-cpuprofile", os.Getenv("RIPPLE_BENCH_CPUPROFILE"))
+		if v := os.Getenv("RIPPLE_BENCH_GOMAXPROCS"); v != "" {
+			cmd.Env = append(os.Environ(), "GOMAXPROCS="+v)
+		}
+		proc := testenv.StartProcess(b, "ingestcmd", cmd)
 		waitFor(b, 10*time.Minute, "ingest drained", func() bool { return d.Load() >= uint64(end) })
 		rippleTimes = append(rippleTimes, time.Since(start))
+		ingestCPU = append(ingestCPU, procCPU(b, proc.Pid()))
+		natsCPU = append(natsCPU, procCPU(b, os.Getpid())-selfStart)
 		hwm = max(hwm, vmHWM(b, proc.Pid()))
 		if err := proc.Stop(); err != nil {
 			b.Fatal(err)
@@ -124,8 +145,28 @@ func drainBench(b *testing.B, rows int, load func(e *env) schema.LSN) {
 	b.ReportMetric(float64(rows)/p.Seconds(), "pg_recvlogical_rows/s")
 	b.ReportMetric(p.Seconds()/r.Seconds(), "ratio")
 	b.ReportMetric(float64(hwm>>20), "ingest_peak_RSS_MiB")
-	b.Logf("rows %d; ripple %v (runs %v); pg_recvlogical %v (runs %v); ingest peak RSS %d MiB",
-		rows, r, rippleTimes, p, recvTimes, hwm>>20)
+	b.ReportMetric(med(ingestCPU).Seconds(), "ingest_cpu_s")
+	b.ReportMetric(med(natsCPU).Seconds(), "nats_cpu_s")
+	b.Logf("rows %d; ripple %v (runs %v; ingest CPU %v; NATS server process CPU %v); pg_recvlogical %v (runs %v); ingest peak RSS %d MiB",
+		rows, r, rippleTimes, ingestCPU, natsCPU, p, recvTimes, hwm>>20)
+}
+
+// procCPU returns the user and system CPU time a process has used.
+func procCPU(t testing.TB, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command name (which may hold spaces): state is
+	// field 3, utime and stime fields 14 and 15, in clock ticks of 10ms.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("parse /proc/%d/stat: %q", pid, b)
+	}
+	return time.Duration(u+st) * 10 * time.Millisecond
 }
 
 // BenchmarkDrainLargeTransaction: one transaction inserting 1,000,000 rows

@@ -131,7 +131,7 @@ func (s *session) connect(ctx context.Context) error {
 	rcfg.RuntimeParams["replication"] = "database"
 	// Large reads: a busy stream then costs one syscall per many messages.
 	rcfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
-		s.br = bufio.NewReaderSize(r, 256<<10)
+		s.br = bufio.NewReaderSize(&lingerReader{r: r}, 256<<10)
 		return pgproto3.NewFrontend(s.br, w)
 	}
 	if s.repl, err = pgconn.ConnectConfig(ctx, rcfg); err != nil {
@@ -176,6 +176,53 @@ func (s *session) connect(ctx context.Context) error {
 	s.i.log.Info("replication started", "slot", s.cfg.SlotName, "publication", s.cfg.Publication,
 		"from", schema.LSN(s.acked), "d", schema.LSN(s.i.d))
 	return nil
+}
+
+// Linger: the walsender sends every message with a write of its own, so a
+// reader that keeps up wakes up and reads once per message (a row!): half
+// of the ingest's CPU went to those reads and wake-ups, taken from the
+// walsender on a busy machine. While the server streams fast, the reader
+// waits a moment before each read instead, so one read takes many messages.
+const (
+	lingerWindow = time.Millisecond
+	// lingerReads small reads within lingerWindow start lingering (a
+	// commit, even a few per millisecond, never does).
+	lingerReads = 8
+	// lingerDelay is the wait before a read while lingering; Go's timers
+	// make it about a millisecond in practice.
+	lingerDelay = 200 * time.Microsecond
+	// lingerMinBytes: lingering stops when a read after the wait returns
+	// less (the stream slowed down).
+	lingerMinBytes = 2 << 10
+)
+
+// lingerReader is the replication connection's raw reader (one goroutine).
+type lingerReader struct {
+	r           io.Reader
+	linger      bool
+	windowStart time.Time
+	reads       int
+}
+
+func (l *lingerReader) Read(p []byte) (int, error) {
+	if l.linger {
+		time.Sleep(lingerDelay)
+	}
+	n, err := l.r.Read(p)
+	full := n >= len(p)/2 // more is likely waiting: read on at once
+	if l.linger {
+		l.linger = n >= lingerMinBytes && !full
+		return n, err
+	}
+	now := time.Now()
+	if now.Sub(l.windowStart) >= lingerWindow {
+		l.windowStart, l.reads = now, 0
+	}
+	l.reads++
+	if l.reads >= lingerReads && !full {
+		l.linger, l.reads = true, 0
+	}
+	return n, err
 }
 
 // byteBudget bounds the decoded bytes queued between the reader and the
@@ -237,15 +284,29 @@ func (q *queue) put(in inMsg, more bool) {
 	q.items = append(q.items, in)
 	n := len(q.items)
 	q.mu.Unlock()
-	// While more input is already buffered, wake the main loop only every
-	// so often: one wake-up per batch instead of per message.
-	if more && n%256 != 1 {
+	// Wake the main loop only when it has something to publish or answer
+	// (a commit, a keepalive, ...) and no more input is buffered, or every
+	// 256 messages: one wake-up per transaction or batch instead of one
+	// per message. A change waiting in the queue is no different from a
+	// change that has not arrived yet: nothing of its transaction can be
+	// published before its commit, which wakes the main loop.
+	if (more || deferrable(in.m.Kind)) && n%256 != 0 {
 		return
 	}
 	select {
 	case q.signal <- struct{}{}:
 	default:
 	}
+}
+
+// deferrable reports whether a message of this kind can wait in the queue
+// for a later message to wake the main loop.
+func deferrable(kind byte) bool {
+	switch kind {
+	case kindBegin, kindInsert, kindUpdate, kindDelete:
+		return true
+	}
+	return false
 }
 
 // flush wakes the main loop for whatever is queued.
