@@ -165,6 +165,21 @@ func encodeCommit(id string, xid schema.XID8, lsn schema.LSN, t time.Time, confi
 	return append(b, '}')
 }
 
+// encodeCheckpoint builds a checkpoint frame; lsn and cursor are the
+// checkpoint's LSN and cursor as strings (shared by every subscription).
+func encodeCheckpoint(id, lsn, cursor string) []byte {
+	b := make([]byte, 0, 64+len(id)+len(lsn)+len(cursor))
+	b = append(b, `{"type":"checkpoint"`...)
+	if id != "" {
+		b = appendField(b, "id", id)
+	}
+	b = append(b, `,"lsn":"`...)
+	b = append(b, lsn...)
+	b = append(b, `","cursor":"`...)
+	b = append(b, cursor...)
+	return append(b, `"}`...)
+}
+
 // encodeSnapshot builds a snapshot batch frame.
 func encodeSnapshot(id string, ops []schema.Op) []byte {
 	n := 64

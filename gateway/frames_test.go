@@ -116,6 +116,11 @@ func TestEncodedFramesDecode(t *testing.T) {
 		{"commit", encodeCommit("", 746, 0x16B3900, tm, []int64{3, 4}), func(f schema.ServerFrame) bool {
 			return f.Type == "commit" && f.XID == 746 && f.LSN == 0x16B3900 && f.Time == "2026-01-02T03:04:05.123456Z" && len(f.Confirmed) == 2
 		}},
+		{"checkpoint", encodeCheckpoint(`s"1`, schema.LSN(0x16B3A00).String(), schema.XID8(750).String()), func(f schema.ServerFrame) bool {
+			want, _ := json.Marshal(schema.ServerFrame{Type: schema.FrameCheckpoint, ID: `s"1`, LSN: 0x16B3A00, Cursor: xidPtr(750)})
+			return string(encodeCheckpoint(`s"1`, "0/16B3A00", "750")) == string(want) && f.Type == "checkpoint" && f.ID == `s"1` &&
+				f.LSN == 0x16B3A00 && f.Cursor != nil && *f.Cursor == 750
+		}},
 		{"snapshot", encodeSnapshot("s", []schema.Op{{Op: "delete", Key: json.RawMessage(`{"id":"2"}`)}}), func(f schema.ServerFrame) bool {
 			return f.Type == "snapshot" && f.ID == "s" && f.Ops[0].Op == "delete" && string(f.Ops[0].Key) == `{"id":"2"}`
 		}},

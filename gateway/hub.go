@@ -56,6 +56,9 @@ type hub struct {
 
 	kick   []*conn   // connections whose writer waits for startWriters
 	kickAt time.Time // when the first of them was queued
+
+	lazy, lazyOld []*conn   // connections with frames queued by sendLazy
+	lazyAt        time.Time // when lazy began
 }
 
 // topic is one NATS data subject the gateway subscribes to.
@@ -397,6 +400,7 @@ func (h *hub) onHeartbeat(hb *schema.Heartbeat) {
 	}
 	h.setReady()
 	if cp := hb.Checkpoint; cp != nil && cp.LSN <= h.d {
+		lsn, cursor := cp.LSN.String(), cp.XMin.String()
 		for hc := range h.conns {
 			for _, s := range hc.subs {
 				if s.state != stLive || (s.cursor != nil && cp.XMin <= *s.cursor) {
@@ -404,7 +408,7 @@ func (h *hub) onHeartbeat(hb *schema.Heartbeat) {
 				}
 				s.cursor = xidPtr(cp.XMin)
 				s.applied = max(s.applied, cp.LSN)
-				h.send(hc, encodeFrame(schema.ServerFrame{Type: schema.FrameCheckpoint, ID: s.id, LSN: cp.LSN, Cursor: s.cursor}))
+				h.sendLazy(hc, encodeCheckpoint(s.id, lsn, cursor))
 			}
 		}
 	}
@@ -794,9 +798,47 @@ func (h *hub) send(hc *hconn, b []byte) {
 		h.kick = append(h.kick, hc.c)
 	}
 	if !ok {
-		h.g.m.queueDrops.Inc()
-		hc.c.cut(schema.ErrCodeSlowClient, "the connection could not keep up with the live stream", closeSlowClient)
+		h.drop(hc)
 	}
+}
+
+// lazyDelay is about how long a frame queued by sendLazy may wait for its
+// connection's next write (between lazyDelay and twice that, plus a tick).
+const lazyDelay = 500 * time.Millisecond
+
+// sendLazy queues a frame that can wait for the connection's next write
+// (checkpoints): sent to every live subscription at once, they would
+// otherwise cost a write per connection in one burst, delaying the commits
+// behind them. A connection with nothing else to send gets its writer
+// within about lazyDelay (onTick).
+func (h *hub) sendLazy(hc *hconn, b []byte) {
+	if !hc.c.q.pushQuiet(b) {
+		h.drop(hc)
+		return
+	}
+	h.lazy = append(h.lazy, hc.c)
+}
+
+// flushLazy starts writers for connections whose lazy frames waited since
+// the previous call but one.
+func (h *hub) flushLazy(now time.Time) {
+	for i, c := range h.lazyOld {
+		if c.q.kick() {
+			if len(h.kick) == 0 {
+				h.kickAt = now
+			}
+			h.kick = append(h.kick, c)
+		}
+		h.lazyOld[i] = nil
+	}
+	h.lazyOld, h.lazy = h.lazy, h.lazyOld[:0]
+	h.lazyAt = now
+}
+
+// drop cuts a connection whose queue overflowed.
+func (h *hub) drop(hc *hconn) {
+	h.g.m.queueDrops.Inc()
+	hc.c.cut(schema.ErrCodeSlowClient, "the connection could not keep up with the live stream", closeSlowClient)
 }
 
 func (h *hub) addConn(c *conn) *hconn {
@@ -1178,6 +1220,9 @@ func (h *hub) gapAll(reason string) {
 }
 
 func (h *hub) onTick(now time.Time) {
+	if now.Sub(h.lazyAt) >= lazyDelay {
+		h.flushLazy(now)
+	}
 	if len(h.deferred) > 0 {
 		h.flushDeferred()
 	}

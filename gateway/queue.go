@@ -53,6 +53,34 @@ func (q *queue) push(b []byte) (ok, start bool) {
 	return true, false
 }
 
+// pushQuiet appends b like push but starts no writer: b leaves with the
+// next frame pushed, or once kick starts a writer. ok is false when the
+// queue is full.
+func (q *queue) pushQuiet(b []byte) (ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return true
+	}
+	if len(q.frames) >= q.limit {
+		return false
+	}
+	q.frames = append(q.frames, b)
+	return true
+}
+
+// kick tells the caller to start a writer for frames that wait without one
+// (pushQuiet).
+func (q *queue) kick() (start bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.running || q.closed || len(q.frames) == 0 {
+		return false
+	}
+	q.running = true
+	return true
+}
+
 // pushWait appends b once the queue is less than half full, provided
 // gen still holds want when it does (a cancelled catch-up's frames never
 // follow its successor's). start tells the caller to start a writer
