@@ -188,9 +188,11 @@ const (
 	// lingerReads small reads within lingerWindow start lingering (a
 	// commit, even a few per millisecond, never does).
 	lingerReads = 8
-	// lingerDelay is the wait before a read while lingering; Go's timers
-	// make it about a millisecond in practice.
-	lingerDelay = 200 * time.Microsecond
+	// lingerDelay is the wait before a read while lingering (shorter
+	// sleeps take about a millisecond anyway when the process is idle, and
+	// a shorter, exact one gathered too little). It bounds what lingering
+	// adds to a commit's latency.
+	lingerDelay = time.Millisecond
 	// lingerMinBytes: lingering stops when a read after the wait returns
 	// less (the stream slowed down).
 	lingerMinBytes = 2 << 10
