@@ -26,7 +26,15 @@
 //   - Gaps (NATS disconnects, reconnects, slow-consumer drops, missing
 //     heartbeats, chunks out of sequence) resynchronise the affected
 //     subscriptions by cursor (rule 9).
-//   - Each connection has a reader goroutine, a writer goroutine and a
-//     bounded outbound queue; a client whose live stream overflows the
-//     queue is cut with error slow_client and never slows anyone else.
+//   - Each connection has a reader goroutine (started by ServeHTTP, which
+//     returns after the upgrade so that the HTTP server lets go of the
+//     request and its buffers), a bounded outbound queue and a writer
+//     goroutine that runs only while the queue holds frames; a client whose
+//     live stream overflows the queue is cut with error slow_client and
+//     never slows anyone else. The hub starts the writers of the queues it
+//     filled once it is through with the NATS messages waiting (at most
+//     1 ms later), so that a transaction's frames, and under load several
+//     transactions, leave in one write; checkpoints start no writer of
+//     their own and leave with the connection's next write (or within
+//     about a second).
 package gateway

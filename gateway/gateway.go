@@ -128,7 +128,9 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 func (g *Gateway) Ready() bool { return g.ready.Load() }
 
 // ServeHTTP serves the WebSocket endpoint at /v1/ws, /healthz (200 while the
-// gateway runs) and /readyz (200 when Ready, 503 otherwise).
+// gateway runs) and /readyz (200 when Ready, 503 otherwise). A WebSocket
+// connection goes on in a goroutine of its own after ServeHTTP returned;
+// Shutdown waits for it.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case PathHealth:

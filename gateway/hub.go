@@ -215,7 +215,8 @@ func (h *hub) start() error {
 func (h *hub) run() {
 	defer close(h.done)
 	iv := min(h.g.cfg.BarrierTimeout, h.g.cfg.HeartbeatTimeout) / 4
-	tick := time.NewTicker(max(iv, 10*time.Millisecond))
+	// (At most lazyDelay/2 apart: onTick also flushes lazy frames.)
+	tick := time.NewTicker(min(max(iv, 10*time.Millisecond), lazyDelay/2))
 	defer tick.Stop()
 	kickTimer := time.NewTimer(time.Hour)
 	kickTimer.Stop()

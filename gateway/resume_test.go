@@ -108,3 +108,34 @@ func TestReadyMetricsShutdown(t *testing.T) {
 		t.Fatal("ready after shutdown")
 	}
 }
+
+// A checkpoint starts no writer of its own (it waits for the connection's
+// next write), yet reaches a connection that receives nothing else: here
+// every commit is in another organisation.
+func TestCheckpointReachesQuietConnection(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	c := dial(t, e).start()
+	c.auth(token(t, schema.Claims{Orgs: []string{"acme"}}))
+	c.subscribe("s", "todos", "acme")
+	c.waitReady("s", 1)
+	var ready schema.XID8
+	for _, f := range c.frames() {
+		if f.Type == schema.FrameReady && f.ID == "s" && f.Cursor != nil {
+			ready = *f.Cursor
+		}
+	}
+	i := 0
+	c.waitFrame(15*time.Second, "a checkpoint past the ready cursor", func(f schema.ServerFrame) bool {
+		if f.Type == schema.FrameCheckpoint && f.ID == "s" && f.Cursor != nil && *f.Cursor > ready {
+			return true
+		}
+		i++
+		e.exec(`INSERT INTO todos (org, id, title) VALUES ('globex', $1, 'x')`, i) // moves xmin on
+		return false
+	})
+	for _, f := range c.frames() {
+		if f.Type == schema.FrameCommit || f.Type == schema.FramePart {
+			t.Fatalf("the connection received %s frames of another organisation", f.Type)
+		}
+	}
+}
