@@ -165,6 +165,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := newConn(g, ws)
 	g.mu.Lock()
 	g.conns[c] = struct{}{}
+	if g.closing {
+		c.cut("", "", closeGoingAway) // Shutdown began during the upgrade
+	}
 	g.mu.Unlock()
 	// The connection runs in a goroutine of its own and ServeHTTP returns:
 	// the HTTP server then lets go of the request and of its connection's
