@@ -164,8 +164,11 @@ func (s *session) connect(ctx context.Context) error {
 		s.acked = uint64(l)
 	}
 	// Everything up to the slot's confirmed position was published (by
-	// this process or a previous leader) before it was acknowledged.
-	s.i.d = max(s.i.d, s.acked)
+	// this process or a previous leader) before it was acknowledged; beyond
+	// it nothing is known to have reached NATS (a previous session may have
+	// ended because NATS lost what it published), so D starts there and
+	// only moves as this session publishes again (rule 1).
+	s.i.d = s.acked
 
 	err = pglogrepl.StartReplication(ctx, s.repl, s.cfg.SlotName, 0, pglogrepl.StartReplicationOptions{
 		PluginArgs: []string{"proto_version '1'", "publication_names '" + s.cfg.Publication + "'"},
