@@ -44,11 +44,12 @@ func waitAll(t testing.TB, ps []*client.Pending, d time.Duration) {
 	}
 }
 
-// mutationLog summarises ripple.mutations for one client.
+// mutationLog summarises ripple.mutations for one client. The gateway
+// records client ids scoped to the token's subject ("<len>:<sub>/<id>").
 func (tp *Topology) mutationLog(clientID string) (n, distinct, lo, hi int64, applied int64) {
 	tp.t.Helper()
 	if err := tp.Pool.QueryRow(context.Background(), `SELECT count(*), count(DISTINCT mutation_id), coalesce(min(mutation_id), 0),
-		coalesce(max(mutation_id), 0), count(*) FILTER (WHERE status = 'applied') FROM ripple.mutations WHERE client_id = $1`, clientID).
+		coalesce(max(mutation_id), 0), count(*) FILTER (WHERE status = 'applied') FROM ripple.mutations WHERE right(client_id, length($1) + 1) = '/' || $1`, clientID).
 		Scan(&n, &distinct, &lo, &hi, &applied); err != nil {
 		tp.t.Fatal(err)
 	}
@@ -443,7 +444,7 @@ func TestWriteOutsideToken(t *testing.T) {
 		t.Fatalf("acme table: %s", d)
 	}
 	var rejected int64
-	if err := tp.Pool.QueryRow(context.Background(), `SELECT count(*) FROM ripple.mutations WHERE client_id = $1 AND status = 'rejected' AND code = 'forbidden'`,
+	if err := tp.Pool.QueryRow(context.Background(), `SELECT count(*) FROM ripple.mutations WHERE right(client_id, length($1) + 1) = '/' || $1 AND status = 'rejected' AND code = 'forbidden'`,
 		c.ClientID()).Scan(&rejected); err != nil {
 		t.Fatal(err)
 	}

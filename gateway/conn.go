@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -499,18 +500,23 @@ func (c *conn) onSubscribe(f schema.ClientFrame) {
 func (c *conn) onMutate(f schema.ClientFrame) {
 	orgs := slices.Clone(c.claims.WriteOrgs)
 	slices.Sort(orgs)
-	key := f.ClientID + "\x00" + strings.Join(orgs, "\x00")
+	// Client ids are chosen by clients: the writer sees them scoped to the
+	// token's subject, so another user who sends the same client id gets
+	// neither this user's recorded replies nor its confirmations.
+	scoped := scopeClientID(c.claims.Subject, f.ClientID)
+	key := scoped + "\x00" + strings.Join(orgs, "\x00")
 	if key != c.confirmKey {
 		// Confirmations of this client id must be proven live before the
 		// writer commits anything for it.
 		ch := make(chan struct{})
-		hc, cid := c.hc, f.ClientID
+		hc, cid := c.hc, scoped
 		if !c.g.hub.post(func() { c.g.hub.addConfirm(hc, cid, orgs, ch) }) {
 			return
 		}
 		c.confirmKey, c.confirmCh = key, ch
 	}
-	req := schema.MutationRequest{ClientID: f.ClientID, MutationID: f.MutationID, Mutator: f.Mutator, Args: f.Args, Claims: c.claims}
+	req := schema.MutationRequest{ClientID: scoped, MutationID: f.MutationID, Mutator: f.Mutator, Args: f.Args, Claims: c.claims}
+	clientID := f.ClientID
 	ready := c.confirmCh
 	select {
 	case c.mutSem <- struct{}{}:
@@ -536,15 +542,15 @@ func (c *conn) onMutate(f schema.ClientFrame) {
 				return
 			}
 		}
-		c.send(c.g.mutate(ready, req))
+		c.send(c.g.mutate(ready, req, clientID))
 	}()
 }
 
 // mutate forwards one mutation to the writers and returns the reply frame.
-func (g *Gateway) mutate(ready chan struct{}, req schema.MutationRequest) []byte {
+func (g *Gateway) mutate(ready chan struct{}, req schema.MutationRequest, clientID string) []byte {
 	ctx, cancel := context.WithTimeout(g.ctx, g.cfg.MutationTimeout)
 	defer cancel()
-	reply := schema.ServerFrame{Type: schema.FrameMutation, ClientID: req.ClientID, MutationID: req.MutationID,
+	reply := schema.ServerFrame{Type: schema.FrameMutation, ClientID: clientID, MutationID: req.MutationID,
 		Status: schema.MutationRejected, Code: schema.ErrCodeUnavailable}
 	select {
 	case <-ready:
@@ -568,7 +574,13 @@ func (g *Gateway) mutate(ready chan struct{}, req schema.MutationRequest) []byte
 		return encodeFrame(reply)
 	}
 	g.m.mutations.WithLabelValues(r.Status).Inc()
-	out := schema.ServerFrame{Type: schema.FrameMutation, ClientID: req.ClientID, MutationID: req.MutationID,
+	out := schema.ServerFrame{Type: schema.FrameMutation, ClientID: clientID, MutationID: req.MutationID,
 		Status: r.Status, Code: r.Code, Message: r.Message, Result: r.Result, XID: r.XID}
 	return encodeFrame(out)
+}
+
+// scopeClientID is the client id a writer records: the token's subject and
+// the client's own id, length-prefixed so no two pairs give the same string.
+func scopeClientID(subject, clientID string) string {
+	return strconv.Itoa(len(subject)) + ":" + subject + "/" + clientID
 }
