@@ -31,9 +31,9 @@ import (
 //     pg_recvlogical draining the same data from a fresh slot of its own to
 //     /dev/null in the same run (VACUUM and CHECKPOINT before each drain,
 //     median of 3). The ratio ripple/pg_recvlogical is the figure.
-//     Also reported: the CPU seconds the ingest process and the test
-//     process (the embedded NATS server) used per drain (median), far less
-//     noisy than wall time on a shared machine.
+//     Also reported: the CPU seconds the ingest process, the test process
+//     (the embedded NATS server) and pg_recvlogical used per drain
+//     (median), far less noisy than wall time on a shared machine.
 //   - BenchmarkCommitLatency: commit-to-NATS latency at 1,000 commits/s.
 //
 // Knobs: RIPPLE_BENCH_ROWS (large transaction rows), RIPPLE_BENCH_HEARTBEAT
@@ -101,7 +101,7 @@ func drainBench(b *testing.B, rows int, load func(e *env) schema.LSN) {
 	// CPU seconds used by the ingest process and by this process (the
 	// embedded NATS server) per drain: far less noisy than wall time on a
 	// shared machine.
-	var ingestCPU, natsCPU []time.Duration
+	var ingestCPU, natsCPU, recvCPU []time.Duration
 	var recvTimes, rippleTimes []time.Duration
 	for i := range benchRuns {
 		prepare()
@@ -112,6 +112,7 @@ func drainBench(b *testing.B, rows int, load func(e *env) schema.LSN) {
 			b.Fatalf("pg_recvlogical: %v\n%s", err, out)
 		}
 		recvTimes = append(recvTimes, time.Since(start))
+		recvCPU = append(recvCPU, cmd.ProcessState.UserTime()+cmd.ProcessState.SystemTime())
 
 		prepare()
 		d.Store(0)
@@ -147,8 +148,9 @@ func drainBench(b *testing.B, rows int, load func(e *env) schema.LSN) {
 	b.ReportMetric(float64(hwm>>20), "ingest_peak_RSS_MiB")
 	b.ReportMetric(med(ingestCPU).Seconds(), "ingest_cpu_s")
 	b.ReportMetric(med(natsCPU).Seconds(), "nats_cpu_s")
-	b.Logf("rows %d; ripple %v (runs %v; ingest CPU %v; NATS server process CPU %v); pg_recvlogical %v (runs %v); ingest peak RSS %d MiB",
-		rows, r, rippleTimes, ingestCPU, natsCPU, p, recvTimes, hwm>>20)
+	b.ReportMetric(med(recvCPU).Seconds(), "pg_recvlogical_cpu_s")
+	b.Logf("rows %d; ripple %v (runs %v; ingest CPU %v; NATS server process CPU %v); pg_recvlogical %v (runs %v; CPU %v); ingest peak RSS %d MiB",
+		rows, r, rippleTimes, ingestCPU, natsCPU, p, recvTimes, recvCPU, hwm>>20)
 }
 
 // procCPU returns the user and system CPU time a process has used.

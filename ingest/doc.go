@@ -48,6 +48,13 @@
 //     connection only ever repeats commits, never skips one (rule 9). Any
 //     publish error or NATS disconnect restarts replication from the slot.
 //
+// Reading: a reader goroutine decodes the replication stream and hands the
+// messages to the publishing goroutine in batches, waking it once per
+// commit (or keepalive, or 256 messages), not per row. While the server
+// streams fast (the walsender writes every message on its own), the reader
+// waits about a millisecond before each read so that one read takes many
+// messages; a commit arriving on a quiet stream is read at once.
+//
 // Every message carries the Ingest's Epoch. Tombstones older than
 // TombstoneRetention are pruned every PruneInterval. Run reconnects to
 // Postgres and NATS with backoff (100ms doubling to 5s) and logs each step;
