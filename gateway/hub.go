@@ -70,7 +70,6 @@ type topic struct {
 	live       bool
 	barrierID  string
 	barrierAt  time.Time
-	liveAtXID  schema.XID8
 	subs       map[*sub]struct{}
 	confirm    map[*hconn]struct{}
 	waiters    []*liveWaiter
@@ -424,7 +423,6 @@ func (h *hub) onBarrier(t *topic, b *schema.Barrier) {
 		return
 	}
 	t.live = true
-	t.liveAtXID = h.curXID
 	for s := range t.subs {
 		if s.state == stWait {
 			h.startCatchup(s)
@@ -457,12 +455,10 @@ func (h *hub) onPart(t *topic, p *schema.RawPart) {
 	if !t.live {
 		return
 	}
-	if p.XID == t.liveAtXID {
-		// The topic became live in the middle of this transaction: its
-		// earlier parts may be missing. Subscriptions that started then
-		// treat the transaction as partial; nothing waits for this subject.
-		return
-	}
+	// A topic that became live in the middle of a transaction still
+	// receives all of that transaction's parts on its subject: the ingest
+	// defers a barrier on a subject that already carried a chunk of the
+	// open transaction until that transaction's commit.
 	key := txKey{p.XID, p.Org}
 	a := h.txs[key]
 	if a == nil {
@@ -619,7 +615,7 @@ func (h *hub) complete(a *txAsm) bool {
 	}
 	for _, subj := range a.subjects {
 		t := h.topics[subj]
-		if t == nil || !t.live || t.liveAtXID == a.key.xid {
+		if t == nil || !t.live {
 			continue
 		}
 		if !a.last[subj] {
@@ -1020,12 +1016,15 @@ func (h *hub) startCatchup(s *sub) {
 	s.state = stCatchup
 	s.buffering = true
 	s.buf, s.bufParts, s.done = nil, 0, false
+	// Transactions that already delivered parts on this topic are partial
+	// for this subscription: their commit is buffered (so it is not lost
+	// when the snapshot does not hold it) and flush decides.
 	s.partial = map[schema.XID8]bool{}
-	if h.curXID != 0 {
-		s.partial[h.curXID] = true
-	}
-	for k := range h.txs {
-		s.partial[k.xid] = true
+	for k, a := range h.txs {
+		if _, ok := a.topics[s.t]; ok {
+			s.partial[k.xid] = true
+			a.bufSubs[s] = struct{}{}
+		}
 	}
 	ctx, cancel := context.WithCancel(h.ctx)
 	s.cancel = cancel
@@ -1133,7 +1132,11 @@ func (h *hub) flush(s *sub) {
 			continue
 		}
 		if s.partial[a.key.xid] {
-			// Parts of this transaction arrived before buffering began.
+			if a.lsn <= s.res.U {
+				continue // the snapshot holds it whole
+			}
+			// Parts of this transaction arrived before buffering began
+			// and the snapshot does not hold it: take another one.
 			h.startCatchup(s)
 			return
 		}
@@ -1224,7 +1227,12 @@ func (h *hub) onTick(now time.Time) {
 	if now.Sub(h.lazyAt) >= lazyDelay {
 		h.flushLazy(now)
 	}
-	if len(h.deferred) > 0 {
+	if len(h.deferred) > 0 && h.deferredXID != h.curXID {
+		// Commits held for the transaction still being received wait: more
+		// of its organisations' parts may follow, and a commit frame sent
+		// before them would make the client drop them. The next message
+		// that is not a part of it (at the latest the next heartbeat)
+		// releases them.
 		h.flushDeferred()
 	}
 	for _, t := range h.topics {
