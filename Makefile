@@ -23,8 +23,9 @@ test: deps
 
 # Benchmarks (figures recorded in BENCHMARKS.md). Heavy: run alone on the machine.
 bench: deps
-	RIPPLE_BENCH=1 go test -run '^$$' -bench . -benchtime 1x -timeout 60m ./ingest/ ./catchup/ ./writer/ ./schema/ ./migrations/ ./gateway/ ./client/
+	RIPPLE_BENCH=1 go test -run '^$$' -bench . -benchtime 1x -timeout 60m ./ingest/ ./catchup/ ./writer/ ./migrations/
 	RIPPLE_BENCH=1 go test -run '^$$' -bench . -benchtime 1x -timeout 60m ./e2e/...
+	go test -run '^$$' -bench . -benchmem ./schema/ ./gateway/ ./client/
 
 # Short fuzzing session for every decoder of outside bytes.
 fuzz: deps
