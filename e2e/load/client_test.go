@@ -78,7 +78,9 @@ func newScriptedGateway(t *testing.T, rows int, refuse string) *scriptedGateway 
 			if i+1 < g.rows {
 				ops = append(ops, map[string]any{"op": "insert", "row": map[string]any{"id": i + 1}})
 			}
-			_ = ws.WriteJSON(map[string]any{"type": "snapshot", "id": sub.ID, "ops": ops})
+			// Type first, as the gateway writes it (the client's fast path).
+			ob, _ := json.Marshal(ops)
+			_ = ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"snapshot","id":"`+sub.ID+`","ops":`+string(ob)+`}`))
 		}
 		_ = ws.WriteJSON(map[string]any{"type": "ready", "id": sub.ID, "lsn": "0/1", "cursor": "1"})
 		g.mu.Lock()
@@ -187,12 +189,14 @@ func TestGeneratorBadConfig(t *testing.T) {
 
 func TestSnapshot(t *testing.T) {
 	gw := newScriptedGateway(t, 7, "")
-	res, err := Snapshot(context.Background(), SnapshotConfig{URL: wsURL(gw.srv, "/v1/ws"), Token: "tok-big", Org: "big"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Rows != 7 || res.Frames != 4 || res.Mode != "full" || res.Seconds <= 0 || res.RowsPerSecond <= 0 {
-		t.Fatalf("result %+v", res)
+	for _, decode := range []bool{false, true} {
+		res, err := Snapshot(context.Background(), SnapshotConfig{URL: wsURL(gw.srv, "/v1/ws"), Token: "tok-big", Org: "big", Decode: decode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Rows != 7 || res.Frames != 4 || res.Mode != "full" || res.Seconds <= 0 || res.RowsPerSecond <= 0 {
+			t.Fatalf("decode %v: result %+v", decode, res)
+		}
 	}
 	if _, err := Snapshot(context.Background(), SnapshotConfig{URL: wsURL(gw.srv, "/v1/ws"), Token: "wrong", Org: "big"}); err == nil ||
 		!strings.Contains(err.Error(), "forbidden") {

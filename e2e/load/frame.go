@@ -30,6 +30,8 @@ var (
 	prefixCommit = []byte(`{"type":"commit"`)
 	prefixPart   = []byte(`{"type":"part"`)
 	keyTime      = []byte(`,"time":"`)
+	// prefixSnapshot starts a snapshot frame as the gateway writes it.
+	prefixSnapshot = []byte(`{"type":"snapshot",`)
 )
 
 type wireFrame struct {

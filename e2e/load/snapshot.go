@@ -1,6 +1,7 @@
 package load
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -23,6 +24,11 @@ type SnapshotConfig struct {
 	// SourceAddr is the local IP address to connect from (default
 	// 127.0.0.2).
 	SourceAddr string
+	// Decode makes the client decode every snapshot frame with
+	// encoding/json (into its operations, each left as raw JSON). Without
+	// it snapshot frames are only scanned to count their operations, which
+	// matches the COPY side of the comparison (bytes to io.Discard).
+	Decode bool
 }
 
 // SnapshotResult is what one snapshot delivered.
@@ -44,7 +50,8 @@ type SnapshotResult struct {
 }
 
 // Snapshot opens one connection, subscribes to (Table, Org) without a cursor
-// and reads the full snapshot until ready, decoding every frame.
+// and reads the full snapshot until ready, counting its operations (see
+// SnapshotConfig.Decode).
 func Snapshot(ctx context.Context, cfg SnapshotConfig) (SnapshotResult, error) {
 	if cfg.Table == "" {
 		cfg.Table = DefaultTable
@@ -82,6 +89,14 @@ func Snapshot(ctx context.Context, cfg SnapshotConfig) (SnapshotResult, error) {
 		buf, err = readMessage(ws, buf[:0])
 		if err != nil {
 			return res, fmt.Errorf("load: snapshot read: %w", err)
+		}
+		if !cfg.Decode && bytes.HasPrefix(buf, prefixSnapshot) {
+			if n, ok := countOps(buf); ok {
+				res.Rows += int64(n)
+				res.Frames++
+				res.Bytes += int64(len(buf))
+				continue
+			}
 		}
 		f, err := ParseFrame(buf)
 		if err != nil {

@@ -54,6 +54,7 @@ func run() error {
 	sources := flag.String("source-addrs", strings.Join(load.DefaultSourceAddrs(), ","), "local addresses to connect from, comma-separated")
 	dialConc := flag.Int("dial-concurrency", load.DefaultDialConcurrency, "connections set up at once")
 	readyTimeout := flag.Duration("ready-timeout", load.DefaultReadyTimeout, "bound on the time until every connection is ready")
+	decode := flag.Bool("decode", false, "snapshot: decode every frame with encoding/json instead of only counting its operations")
 	cpuProfile := flag.String("cpuprofile", os.Getenv("RIPPLE_LOAD_CPUPROFILE"), "write a CPU profile of the whole run to this file")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -96,7 +97,7 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		res, err := load.Snapshot(ctx, load.SnapshotConfig{URL: *url, Token: tok, Table: *table, Org: *org, SourceAddr: srcs[0]})
+		res, err := load.Snapshot(ctx, load.SnapshotConfig{URL: *url, Token: tok, Table: *table, Org: *org, SourceAddr: srcs[0], Decode: *decode})
 		if err != nil {
 			return err
 		}
