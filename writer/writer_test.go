@@ -409,10 +409,15 @@ func TestTransferNoOverdraft(t *testing.T) {
 		}()
 	}
 	pool := e.pg.Connect(t, dbName(e.url))
-	waitFor(t, 10*time.Second, "both transfers waiting for the account lock", func() bool {
+	// Both transfers wait for the lock inside their transactions when they
+	// fall into different lanes of the writer (clients are hashed to lanes
+	// with a random seed); in the same lane they run one after the other,
+	// the second inside the first one's batch or the next. Either way at
+	// least one waits here, and the outcome must be the same.
+	waitFor(t, 10*time.Second, "a transfer waiting for the account lock", func() bool {
 		var n int
 		err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ripple-writer' AND wait_event_type = 'Lock' AND query LIKE '%FROM accounts%'`).Scan(&n)
-		return err == nil && n == 2
+		return err == nil && n >= 1
 	})
 	if err := hold.Commit(ctx); err != nil {
 		t.Fatal(err)
