@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZTIME=${FUZZTIME:-20s}
-for dir in schema ingest gateway client writer catchup; do
+for dir in schema ingest gateway client writer catchup migrations e2e; do
   [ -d "$dir" ] || continue
   for pkg in $(cd "$dir" && go list ./...); do
     pkgdir=$(cd "$dir" && go list -f '{{.Dir}}' "$pkg")
