@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -45,8 +46,9 @@ type conn struct {
 	killText  string
 	finalDone chan struct{} // closed once the final frames were written
 	finalOnce sync.Once
-	netConn   net.Conn  // the socket under ws; the writer frames messages itself
-	deadline  time.Time // the socket's write deadline; writer-owned
+	netConn   net.Conn        // the socket under ws; the writers frame messages themselves
+	raw       syscall.RawConn // netConn's descriptor for flushers' non-blocking writes (nil: none)
+	deadline  time.Time       // the socket's write deadline; writer-owned
 
 	in inbox
 
@@ -65,6 +67,11 @@ type conn struct {
 func newConn(g *Gateway, ws *websocket.Conn) *conn {
 	c := &conn{g: g, ws: ws, q: newQueue(g.cfg.OutboundQueue), kill: make(chan struct{}), in: inbox{space: make(chan struct{}, 1)},
 		finalDone: make(chan struct{}), netConn: ws.UnderlyingConn(), mutSem: make(chan struct{}, g.cfg.MaxMutationsInFlight)}
+	if sc, ok := c.netConn.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			c.raw = rc
+		}
+	}
 	// Only the writer goroutine writes to the socket: pongs go through the
 	// queue, and a client's close frame is answered by the writer's own.
 	ws.SetPingHandler(func(data string) error {
@@ -80,7 +87,7 @@ func newConn(g *Gateway, ws *websocket.Conn) *conn {
 func (c *conn) push(b []byte) bool {
 	ok, start := c.q.push(b)
 	if start {
-		go c.writer()
+		go c.writer(nil, 0)
 	}
 	return ok
 }
@@ -89,7 +96,7 @@ func (c *conn) push(b []byte) bool {
 func (c *conn) pushWait(ctx context.Context, b []byte, s *sub, gen int) error {
 	start, err := c.q.pushWait(ctx, b, &s.genA, int64(gen))
 	if start {
-		go c.writer()
+		go c.writer(nil, 0)
 	}
 	return err
 }
@@ -132,7 +139,7 @@ func (c *conn) cut(code, msg string, closeCode int) {
 			_ = c.netConn.SetWriteDeadline(time.Now())
 		}
 		if c.q.close() {
-			go c.writer()
+			go c.writer(nil, 0)
 		}
 	})
 }
@@ -165,18 +172,21 @@ func (c *conn) serve() {
 }
 
 // writer drains the queue to the socket, many frames per system call,
-// and exits when the queue is empty. After cut it writes the final frames.
-func (c *conn) writer() {
+// blocking on the socket up to the write deadline, and exits when the
+// queue is empty. It starts with frames, of which skip bytes were written
+// already, when a flusher hands it a connection whose socket was full.
+// After cut it writes the final frames.
+func (c *conn) writer(frames [][]byte, skip int) {
 	// Scratch slices come from a pool shared by all connections: an idle
 	// connection holds none.
 	ws := c.g.writeScratch.Get().(*writeScratch)
 	defer c.g.writeScratch.Put(ws)
-	frames, hdrs, bufs := ws.frames[:0], ws.hdrs[:0], ws.bufs[:0]
+	hdrs, bufs := ws.hdrs[:0], ws.bufs[:0]
 	defer func() {
-		clear(frames)
+		clear(ws.frames)
 		clear(bufs[:cap(bufs)])
-		if cap(frames) <= 1024 && cap(bufs) <= 2048 && cap(hdrs) <= 16<<10 {
-			ws.frames, ws.hdrs, ws.bufs = frames[:0], hdrs[:0], bufs[:0]
+		if cap(ws.frames) <= 1024 && cap(bufs) <= 2048 && cap(hdrs) <= 16<<10 {
+			ws.frames, ws.hdrs, ws.bufs = ws.frames[:0], hdrs[:0], bufs[:0]
 		} else {
 			*ws = writeScratch{} // do not keep a burst's memory
 		}
@@ -188,7 +198,10 @@ func (c *conn) writer() {
 			return
 		default:
 		}
-		frames = c.q.pop(frames[:0])
+		if frames == nil {
+			ws.frames = c.q.pop(ws.frames[:0])
+			frames = ws.frames
+		}
 		if len(frames) == 0 {
 			// pop marked the writer stopped; a cut meanwhile still needs
 			// its final frames.
@@ -199,34 +212,27 @@ func (c *conn) writer() {
 			}
 			return
 		}
-		hdrs, bufs = hdrs[:0], bufs[:0]
-		n := 0
-		for _, f := range frames {
-			if len(f) > 0 && f[0] != '{' {
-				bufs = append(bufs, f) // a complete control frame
-				continue
-			}
-			start := len(hdrs)
-			hdrs = appendHeader(hdrs, len(f))
-			bufs = append(bufs, hdrs[start:len(hdrs):len(hdrs)], f)
-			n += len(f)
-		}
-		// (Earlier headers stay valid when hdrs grows: their slices keep
-		// the old array.)
+		var payload int
+		hdrs, bufs, payload, _ = frameBuffers(frames, hdrs[:0], bufs[:0])
 		// The deadline is renewed only once a tenth of WriteTimeout went
 		// by, not for every write: each write still gets at least 90% of it.
 		if now := time.Now(); c.deadline.Sub(now) < c.g.cfg.WriteTimeout-c.g.cfg.WriteTimeout/10 {
 			c.deadline = now.Add(c.g.cfg.WriteTimeout)
 			_ = c.netConn.SetWriteDeadline(c.deadline)
 		}
-		out := bufs // WriteTo consumes its receiver; bufs keeps the array
+		out := skipBytes(bufs, skip) // WriteTo consumes its receiver; bufs keeps the array
+		skip = 0
 		if _, err := out.WriteTo(c.netConn); err != nil {
 			c.cut("", "", websocket.CloseAbnormalClosure)
+			clear(frames)
+			frames = nil
 			continue // the next turn writes nothing more and closes
 		}
+		c.g.m.writes.Inc()
 		c.g.m.messagesOut.Add(float64(len(frames)))
-		c.g.m.bytesOut.Add(float64(n))
+		c.g.m.bytesOut.Add(float64(payload))
 		clear(frames)
+		frames = nil
 	}
 }
 

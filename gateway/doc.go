@@ -28,13 +28,22 @@
 //     subscriptions by cursor (rule 9).
 //   - Each connection has a reader goroutine (started by ServeHTTP, which
 //     returns after the upgrade so that the HTTP server lets go of the
-//     request and its buffers), a bounded outbound queue and a writer
-//     goroutine that runs only while the queue holds frames; a client whose
+//     request and its buffers) and a bounded outbound queue; a client whose
 //     live stream overflows the queue is cut with error slow_client and
-//     never slows anyone else. The hub starts the writers of the queues it
-//     filled once it is through with the NATS messages waiting (at most
-//     1 ms later), so that a transaction's frames, and under load several
-//     transactions, leave in one write; checkpoints start no writer of
-//     their own and leave with the connection's next write (or within
-//     about a second).
+//     never slows anyone else.
+//   - The live stream is written by a small pool of flushers (one per
+//     GOMAXPROCS), not by a goroutine per connection: the hub hands them
+//     the connections whose queues it filled once it is through with the
+//     NATS messages waiting (at most 1 ms later), so that a transaction's
+//     frames leave in one write; a flusher pops everything a connection's
+//     queue holds and writes it with one non-blocking writev. Under load the
+//     flushers fall behind the hub and each write carries several
+//     transactions, so the cost per delivery falls as the load rises. A
+//     socket that cannot take a whole write (a slow reader) is handed to a
+//     writer goroutine of the connection's own that blocks up to
+//     WriteTimeout; replies, snapshots and the final frames are written by
+//     such a goroutine too, which runs only while the queue holds frames.
+//     At most one writer (a flusher or the connection's goroutine) owns a
+//     connection at a time. Checkpoints start no writer of their own and
+//     leave with the connection's next write (or within about a second).
 package gateway

@@ -33,6 +33,7 @@ type Gateway struct {
 	verifier     *auth.Verifier
 	m            *metrics
 	hub          *hub
+	flush        *flushers
 	upgrader     websocket.Upgrader
 	readBufs     sync.Pool // *[]byte: connections' frame read buffers
 	writeScratch sync.Pool // *writeScratch: writers' scratch space
@@ -66,6 +67,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	g.readBufs.New = func() any { b := make([]byte, 0, 512); return &b }
 	g.writeScratch.New = func() any { return new(writeScratch) }
 	g.ctx, g.cancel = context.WithCancel(ctx)
+	g.flush = newFlushers(0)
 	g.hub = newHub(g, g.ctx)
 	h := g.hub
 	onDisconnect := func(_ *nats.Conn, err error) {
@@ -119,6 +121,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if g.upgrader.CheckOrigin == nil {
 		g.upgrader.CheckOrigin = func(*http.Request) bool { return true }
 	}
+	g.flush.start()
 	go h.run()
 	return g, nil
 }

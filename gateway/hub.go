@@ -213,6 +213,7 @@ func (h *hub) start() error {
 
 func (h *hub) run() {
 	defer close(h.done)
+	defer h.g.flush.close() // the hub is the flushers' only source
 	iv := min(h.g.cfg.BarrierTimeout, h.g.cfg.HeartbeatTimeout) / 4
 	// (At most lazyDelay/2 apart: onTick also flushes lazy frames.)
 	tick := time.NewTicker(min(max(iv, 10*time.Millisecond), lazyDelay/2))
@@ -256,13 +257,11 @@ func (h *hub) run() {
 // queued.
 const maxWriterDelay = time.Millisecond
 
-// startWriters starts the writer goroutines of connections whose queues the
-// hub filled since the last call.
+// startWriters hands the connections whose queues the hub filled since the
+// last call to the flushers.
 func (h *hub) startWriters() {
-	for i, c := range h.kick {
-		go c.writer()
-		h.kick[i] = nil
-	}
+	h.g.flush.add(h.kick)
+	clear(h.kick)
 	h.kick = h.kick[:0]
 }
 

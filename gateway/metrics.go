@@ -9,6 +9,7 @@ type metrics struct {
 	topics        prometheus.Gauge
 	messagesOut   prometheus.Counter
 	bytesOut      prometheus.Counter
+	writes        prometheus.Counter
 	queueDrops    prometheus.Counter
 	cutClients    *prometheus.CounterVec
 	resyncs       *prometheus.CounterVec
@@ -25,6 +26,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		topics:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "ripple_gateway_topics", Help: "NATS data subjects subscribed."}),
 		messagesOut:   prometheus.NewCounter(prometheus.CounterOpts{Name: "ripple_gateway_messages_out_total", Help: "Frames written to clients."}),
 		bytesOut:      prometheus.NewCounter(prometheus.CounterOpts{Name: "ripple_gateway_bytes_out_total", Help: "Bytes of frames written to clients."}),
+		writes:        prometheus.NewCounter(prometheus.CounterOpts{Name: "ripple_gateway_socket_writes_total", Help: "Socket write system calls carrying frames to clients (messages_out / socket_writes is the frames per write)."}),
 		queueDrops:    prometheus.NewCounter(prometheus.CounterOpts{Name: "ripple_gateway_queue_drops_total", Help: "Frames dropped because a connection's outbound queue was full."}),
 		cutClients:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ripple_gateway_cut_clients_total", Help: "Connections closed by the gateway, by error code."}, []string{"code"}),
 		resyncs:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ripple_gateway_resyncs_total", Help: "Subscriptions told to resynchronise, by reason."}, []string{"reason"}),
@@ -36,7 +38,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		natsIn: prometheus.NewCounter(prometheus.CounterOpts{Name: "ripple_gateway_nats_messages_total", Help: "NATS messages received."}),
 	}
 	if r != nil {
-		for _, c := range []prometheus.Collector{m.clients, m.subscriptions, m.topics, m.messagesOut, m.bytesOut,
+		for _, c := range []prometheus.Collector{m.clients, m.subscriptions, m.topics, m.messagesOut, m.bytesOut, m.writes,
 			m.queueDrops, m.cutClients, m.resyncs, m.catchups, m.mutations, m.latency, m.natsIn} {
 			if err := r.Register(c); err != nil {
 				return nil, err

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -158,7 +159,8 @@ type Generator struct {
 	problem                                   atomic.Pointer[string]
 
 	mu    sync.Mutex
-	conns []*websocket.Conn
+	conns []*websocket.Conn // gorilla connections (ModeEcho)
+	raw   *rawReaders       // epoll loops reading the raw connections (ModeRipple)
 	wg    sync.WaitGroup
 }
 
@@ -172,6 +174,11 @@ func Start(ctx context.Context, cfg Config) (*Generator, error) {
 		return nil, err
 	}
 	g := &Generator{cfg: cfg}
+	if cfg.Mode == ModeRipple {
+		if err := g.startReaders(runtime.GOMAXPROCS(0)); err != nil {
+			return nil, err
+		}
+	}
 	for _, a := range cfg.SourceAddrs {
 		local := &net.TCPAddr{IP: net.ParseIP(a)}
 		nd := &net.Dialer{LocalAddr: local, Timeout: 30 * time.Second}
@@ -200,7 +207,11 @@ func Start(ctx context.Context, cfg Config) (*Generator, error) {
 			break
 		}
 		g.wg.Add(1)
-		go g.run(ctx, i, sem, readyc, errc)
+		if cfg.Mode == ModeRipple {
+			go g.runRaw(ctx, i, sem, readyc, errc)
+		} else {
+			go g.run(ctx, i, sem, readyc, errc)
+		}
 	}
 	for n := 0; n < cfg.Clients; n++ {
 		select {
@@ -386,6 +397,9 @@ func (g *Generator) Close() {
 		c.Close()
 	}
 	g.wg.Wait()
+	if g.raw != nil {
+		g.raw.close()
+	}
 }
 
 func writeJSON(ws *websocket.Conn, v any) error {
