@@ -165,6 +165,7 @@ func (c *conn) flush(st *flushState) {
 			// The socket is full (or has no raw access): a goroutine of
 			// c's own writes the rest, blocking up to the write
 			// deadline, and goes on draining the queue.
+			c.g.m.handoffs.Inc()
 			rest := append([][]byte(nil), st.frames...)
 			clear(st.frames)
 			go c.writer(rest, wrote)

@@ -10,6 +10,7 @@ type metrics struct {
 	messagesOut   prometheus.Counter
 	bytesOut      prometheus.Counter
 	writes        prometheus.Counter
+	handoffs      prometheus.Counter
 	queueDrops    prometheus.Counter
 	cutClients    *prometheus.CounterVec
 	resyncs       *prometheus.CounterVec
@@ -27,6 +28,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		messagesOut:   prometheus.NewCounter(prometheus.CounterOpts{Name: "ripple_gateway_messages_out_total", Help: "Frames written to clients."}),
 		bytesOut:      prometheus.NewCounter(prometheus.CounterOpts{Name: "ripple_gateway_bytes_out_total", Help: "Bytes of frames written to clients."}),
 		writes:        prometheus.NewCounter(prometheus.CounterOpts{Name: "ripple_gateway_socket_writes_total", Help: "Socket write system calls carrying frames to clients (messages_out / socket_writes is the frames per write)."}),
+		handoffs:      prometheus.NewCounter(prometheus.CounterOpts{Name: "ripple_gateway_socket_full_total", Help: "Writes a flusher handed to the connection's own blocking writer because its socket was full (slow readers)."}),
 		queueDrops:    prometheus.NewCounter(prometheus.CounterOpts{Name: "ripple_gateway_queue_drops_total", Help: "Frames dropped because a connection's outbound queue was full."}),
 		cutClients:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ripple_gateway_cut_clients_total", Help: "Connections closed by the gateway, by error code."}, []string{"code"}),
 		resyncs:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ripple_gateway_resyncs_total", Help: "Subscriptions told to resynchronise, by reason."}, []string{"reason"}),
@@ -38,7 +40,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		natsIn: prometheus.NewCounter(prometheus.CounterOpts{Name: "ripple_gateway_nats_messages_total", Help: "NATS messages received."}),
 	}
 	if r != nil {
-		for _, c := range []prometheus.Collector{m.clients, m.subscriptions, m.topics, m.messagesOut, m.bytesOut, m.writes,
+		for _, c := range []prometheus.Collector{m.clients, m.subscriptions, m.topics, m.messagesOut, m.bytesOut, m.writes, m.handoffs,
 			m.queueDrops, m.cutClients, m.resyncs, m.catchups, m.mutations, m.latency, m.natsIn} {
 			if err := r.Register(c); err != nil {
 				return nil, err
