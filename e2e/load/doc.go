@@ -2,8 +2,14 @@
 //
 // The generator (Generator, started by Start) opens many WebSocket
 // connections to a gateway and speaks the client protocol of
-// docs/protocol.md directly with gorilla/websocket, one goroutine per
-// connection: auth, one subscription per connection, then it only reads. For
+// docs/protocol.md directly: auth, one subscription per connection, then it
+// only reads. Each connection is set up with blocking I/O by a goroutine of
+// its own (its own minimal WebSocket client, raw_linux.go, whose frame parser
+// is fuzzed) and then read by one of GOMAXPROCS epoll loops, so that reading
+// costs about one system call per delivery and no goroutine scheduling: on a
+// 2-core machine the generator must leave the gateway as much CPU as it can.
+// (Outside Linux, and in ModeEcho, connections use gorilla/websocket, one
+// goroutine each.) For
 // every commit frame it records the latency between the commit timestamp the
 // frame carries (the Postgres commit time) and the moment the frame was read,
 // in a lock-free Histogram. Connections are spread over several loopback
