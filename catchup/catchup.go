@@ -144,7 +144,7 @@ func (c *Catchup) Table(ctx context.Context, name string) (*schema.Table, error)
 	if err != nil {
 		return nil, err
 	}
-	return e.table, nil
+	return e.Table, nil
 }
 
 // Reload reads the registry and the database's types again. Call it when a
@@ -154,7 +154,7 @@ func (c *Catchup) Reload(ctx context.Context) error {
 	return c.reg.reload(ctx, c.pool, gen)
 }
 
-func (c *Catchup) entry(ctx context.Context, name string) (*tableEntry, *schema.Types, error) {
+func (c *Catchup) entry(ctx context.Context, name string) (*schema.TableDef, *schema.Types, error) {
 	e, types, gen := c.reg.lookup(name)
 	if e == nil {
 		if err := c.reg.reload(ctx, c.pool, gen); err != nil {
@@ -222,7 +222,7 @@ func (c *Catchup) run(ctx context.Context, req Request, emit func(ops []schema.O
 	if err != nil {
 		return Result{}, err
 	}
-	proj, err := NewProjection(e.table, req.Columns)
+	proj, err := NewProjection(e.Table, req.Columns)
 	if err != nil {
 		return Result{}, err
 	}
@@ -253,15 +253,11 @@ func (c *Catchup) run(ctx context.Context, req Request, emit func(ops []schema.O
 
 // newRun builds the encoders of one catch-up; a column type the loaded types
 // do not know makes it reload them once.
-func (c *Catchup) newRun(ctx context.Context, e *tableEntry, types *schema.Types, proj *Projection,
+func (c *Catchup) newRun(ctx context.Context, e *schema.TableDef, types *schema.Types, proj *Projection,
 	req Request, emit func([]schema.Op) error) (*run, error) {
-	keyCols := make([]schema.Column, 0, len(e.table.PrimaryKey))
-	for _, k := range e.table.PrimaryKey {
-		for _, col := range e.table.Columns {
-			if col.Name == k {
-				keyCols = append(keyCols, col)
-			}
-		}
+	keyCols := make([]schema.Column, 0, len(e.PrimaryKey))
+	for _, i := range e.KeyIndexes() {
+		keyCols = append(keyCols, e.Columns[i])
 	}
 	for reloaded := false; ; reloaded = true {
 		enc, err := types.RowEncoder(proj.Columns())
@@ -274,7 +270,7 @@ func (c *Catchup) newRun(ctx context.Context, e *tableEntry, types *schema.Types
 				b: &batcher{maxRows: c.cfg.BatchRows, maxBytes: c.cfg.BatchBytes, emit: emit}}, nil
 		}
 		if reloaded || !errors.Is(err, schema.ErrUnsupportedType) {
-			return nil, fmt.Errorf("catchup: %s: %w", e.table.Name, err)
+			return nil, fmt.Errorf("catchup: %s: %w", e.Name, err)
 		}
 		if err := types.Refresh(ctx, c.pool); err != nil {
 			return nil, fmt.Errorf("catchup: %w", err)

@@ -143,6 +143,18 @@ func TestTableLookup(t *testing.T) {
 	if !errors.Is(err, catchup.ErrBadOrg) {
 		t.Fatalf("bad org: err = %v, want ErrBadOrg", err)
 	}
+	// A registered table dropped without being disabled becomes unknown;
+	// the other tables stay usable.
+	f.exec(t, "DROP TABLE app.later")
+	if err := c.Reload(ctx); err != nil {
+		t.Fatalf("reload with a dropped sync table: %v", err)
+	}
+	if _, err := c.Table(ctx, "app.later"); !errors.Is(err, schema.ErrUnknownTable) {
+		t.Fatalf("dropped table: err = %v, want ErrUnknownTable", err)
+	}
+	if _, err := c.Table(ctx, "todos"); err != nil {
+		t.Fatalf("todos after another table was dropped: %v", err)
+	}
 }
 
 // TestResume changes a few rows among many and checks that a resume sends

@@ -61,9 +61,12 @@
 //
 // New validates the Config and builds the pool without connecting; Close
 // closes the pool and unregisters the metrics. The registry of sync tables
-// and the database's types are loaded on first use and again when a table
-// is not found (Table, Run) or on Reload (call it after a schema_change
-// resync); concurrent misses share one reload.
+// (schema.LoadRegistry, every table at once) and the database's types are
+// loaded on first use and again when a table is not found (Table, Run), on
+// Reload (call it after a schema_change resync) and after a catch-up failed
+// because the table changed under it; concurrent misses share one reload. A
+// registered table whose relation no longer exists is unknown; a database
+// without Ripple's schema has no sync tables.
 //
 // # Concurrency
 //

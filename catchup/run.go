@@ -16,7 +16,7 @@ import (
 // goroutine calling Run.
 type run struct {
 	c      *Catchup
-	e      *tableEntry
+	e      *schema.TableDef
 	proj   *Projection
 	enc    *schema.RowEncoder // rows, projected
 	keyEnc *schema.RowEncoder // tombstone keys
@@ -114,7 +114,7 @@ func (r *run) attempt(ctx context.Context) error {
 			r.deletesSince = &x
 		}
 		if isBadOrg(err) {
-			return fmt.Errorf("%w: %q for %s.%s: %w", ErrBadOrg, r.req.Org, r.e.table.Name, r.e.table.RootKey, err)
+			return fmt.Errorf("%w: %q for %s.%s: %w", ErrBadOrg, r.req.Org, r.e.Name, r.e.RootKey, err)
 		}
 		return err
 	}
@@ -175,7 +175,7 @@ func (r *run) stream(ctx context.Context, pgc *pgconn.PgConn, mode string) error
 }
 
 func (r *run) tombstones(ctx context.Context, pgc *pgconn.PgConn, since schema.XID8) error {
-	params := [][]byte{[]byte(r.e.table.Name), []byte(r.req.Org), []byte(since.String()), []byte(r.req.Org)}
+	params := [][]byte{[]byte(r.e.Name), []byte(r.req.Org), []byte(since.String()), []byte(r.req.Org)}
 	return r.query(ctx, pgc, r.tombstonesSQL(), params, schema.OpDelete, r.keyEnc)
 }
 
@@ -183,7 +183,7 @@ func (r *run) tombstones(ctx context.Context, pgc *pgconn.PgConn, since schema.X
 // resume only those written at or after the cursor ($2); the index on
 // (root key, ripple_xid) serves both.
 func (r *run) rowsSQL(resume bool) string {
-	t := r.e.table
+	t := r.e.Table
 	var b strings.Builder
 	b.WriteString("SELECT ")
 	for i, col := range r.proj.Columns() {
@@ -210,7 +210,7 @@ func (r *run) rowsSQL(resume bool) string {
 // written by the same or a later transaction (where both exist, the larger
 // xid wins: a row deleted and inserted again is sent as the row).
 func (r *run) tombstonesSQL() string {
-	t := r.e.table
+	t := r.e.Table
 	var b strings.Builder
 	b.WriteString("SELECT DISTINCT ")
 	for i := range t.PrimaryKey {
@@ -225,8 +225,10 @@ func (r *run) tombstonesSQL() string {
 	b.WriteString(" r WHERE r.")
 	b.WriteString(quoteIdent(t.RootKey))
 	b.WriteString(" = $4")
-	for i, k := range t.PrimaryKey {
-		fmt.Fprintf(&b, " AND r.%s = ts.pk[%d]::%s", quoteIdent(k), i+1, r.e.pkTypes[i])
+	// Each text key is cast back to its column's type (format_type, without
+	// modifier).
+	for i, col := range t.KeyIndexes() {
+		fmt.Fprintf(&b, " AND r.%s = ts.pk[%d]::%s", quoteIdent(t.PrimaryKey[i]), i+1, r.e.Attributes[col].TypeName)
 	}
 	b.WriteString(" AND r.")
 	b.WriteString(quoteIdent(schema.XIDColumn))
@@ -254,7 +256,7 @@ func (r *run) query(ctx context.Context, pgc *pgconn.PgConn, sql string, params 
 		return failed
 	}
 	if err != nil {
-		return fmt.Errorf("catchup: query %s: %w", r.e.table.Name, err)
+		return fmt.Errorf("catchup: query %s: %w", r.e.Name, err)
 	}
 	return nil
 }

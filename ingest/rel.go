@@ -36,34 +36,39 @@ type boundRel struct {
 	failed string
 }
 
-// mutations table layout (migrations/sql/0001_init.sql).
-const (
-	mutationsSchema   = "ripple"
-	mutationsRelation = "mutations"
-	mutationsRootKey  = "org"
-)
+// mutationsTable is ripple.mutations as the ingest routes it
+// (migrations/sql/0001_init.sql): by its org column, keyed by client and
+// mutation id. It is not in ripple.tables.
+var mutationsTable = schema.Table{
+	Name:       schema.MutationsTable,
+	Schema:     "ripple",
+	Relation:   "mutations",
+	RootKey:    "org",
+	PrimaryKey: []string{"client_id", "mutation_id"},
+}
 
-var mutationsPK = []string{"client_id", "mutation_id"}
-
-// lookupSyncTable returns the registry name, root key and primary key of a
-// sync table, ok=false when the relation is not a sync table.
-func lookupSyncTable(ctx context.Context, conn *pgx.Conn, nsp, rel string) (name, root string, pk []string, ok bool, err error) {
-	if nsp == mutationsSchema {
-		if rel == mutationsRelation {
-			return schema.MutationsTable, mutationsRootKey, mutationsPK, true, nil
+// lookupSyncTable returns the registry entry of the relation nsp.rel (only
+// name, root key and primary key are used: the columns are the Relation
+// message's), nil when it is not a sync table. It reads ripple.tables on
+// every call, so a table enabled since the last Relation message is found.
+func lookupSyncTable(ctx context.Context, q schema.Querier, nsp, rel string) (*schema.Table, error) {
+	if nsp == mutationsTable.Schema {
+		if rel == mutationsTable.Relation {
+			return &mutationsTable, nil
 		}
-		return "", "", nil, false, nil
+		return nil, nil
 	}
-	err = conn.QueryRow(ctx,
-		`SELECT name, root_key, primary_key FROM ripple.tables WHERE schema_name = $1 AND relation = $2`,
-		nsp, rel).Scan(&name, &root, &pk)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", "", nil, false, nil
-	}
+	// The raw rows, not a validated registry: a table is streamed (or
+	// marked failed) by the columns of its Relation message, whatever the
+	// catalogs say now.
+	defs, err := schema.LoadTableDefs(ctx, q, schema.RegistryFilter{Schema: nsp, Relation: rel})
 	if err != nil {
-		return "", "", nil, false, fmt.Errorf("ingest: look up %s.%s in ripple.tables: %w", nsp, rel, err)
+		return nil, fmt.Errorf("ingest: look up %s.%s in ripple.tables: %w", nsp, rel, err)
 	}
-	return name, root, pk, true, nil
+	if len(defs) == 0 {
+		return nil, nil
+	}
+	return defs[0].Table, nil
 }
 
 // bindRelation binds a Relation message. Errors are only returned for
@@ -71,10 +76,11 @@ func lookupSyncTable(ctx context.Context, conn *pgx.Conn, nsp, rel string) (name
 // encoded is bound with failed set.
 func bindRelation(ctx context.Context, conn *pgx.Conn, types *schema.Types, rel *relation) (*boundRel, error) {
 	b := &boundRel{rel: rel}
-	name, root, pk, ok, err := lookupSyncTable(ctx, conn, rel.Namespace, rel.Name)
-	if err != nil || !ok {
+	t, err := lookupSyncTable(ctx, conn, rel.Namespace, rel.Name)
+	if err != nil || t == nil {
 		return b, err
 	}
+	name := t.Name
 	b.table = name
 	b.kind = relSync
 	if name == schema.MutationsTable {
@@ -103,12 +109,12 @@ func bindRelation(ctx context.Context, conn *pgx.Conn, types *schema.Types, rel 
 	pos := func(col string) int {
 		return slices.IndexFunc(cols, func(c schema.Column) bool { return c.Name == col })
 	}
-	b.rootIdx = pos(root)
+	b.rootIdx = pos(t.RootKey)
 	if b.rootIdx < 0 {
-		b.failed = fmt.Sprintf("table %s: root key column %q is missing", name, root)
+		b.failed = fmt.Sprintf("table %s: root key column %q is missing", name, t.RootKey)
 		return b, nil
 	}
-	for _, k := range pk {
+	for _, k := range t.PrimaryKey {
 		i := pos(k)
 		if i < 0 {
 			b.failed = fmt.Sprintf("table %s: primary key column %q is missing", name, k)

@@ -14,4 +14,11 @@
 //     key, and the one encoder that turns a Postgres text-format value into
 //     JSON. Rows decoded from replication and rows read by a catch-up query go
 //     through the same encoder, so they encode to identical bytes.
+//   - Registry loader: LoadRegistry (validated) and LoadTableDefs (raw) are
+//     the one reader of ripple.tables, for catch-up, ingest and writer alike.
+//     With each table they return its columns in attribute order and what
+//     statements built from them need (Attribute: type name, cast type,
+//     array, generated); a RegistryFilter reads one table by registry name or
+//     by relation. How often to load and what to do on a miss is up to each
+//     caller.
 package schema

@@ -37,6 +37,47 @@ type Table struct {
 	Columns []Column `json:"columns"`
 }
 
+// Attribute is what pg_catalog says about one column of a sync table beyond
+// the codec's Column: what statements built from the registry need.
+type Attribute struct {
+	// TypeName is the column's type as format_type(atttypid, NULL) spells
+	// it, without type modifier: "integer", "character varying", "text[]",
+	// "app.status".
+	TypeName string
+	// Array reports a type of the array category (pg_type.typcategory 'A'),
+	// which includes a domain over an array type.
+	Array bool
+	// Generated reports a generated column (pg_attribute.attgenerated set):
+	// it cannot be written.
+	Generated bool
+}
+
+// CastType returns the type to cast a text value to for the column: TypeName,
+// except that "character" becomes "bpchar" (also for arrays). Without a
+// modifier "character" means character(1), which would cut a longer value;
+// bpchar is the unlimited blank-padded type. An explicit cast to a type with
+// its modifier, varchar(n) say, would truncate silently, while assignment to
+// the column checks the length.
+func (a Attribute) CastType() string {
+	switch a.TypeName {
+	case "character":
+		return "bpchar"
+	case "character[]":
+		return "bpchar[]"
+	}
+	return a.TypeName
+}
+
+// TableDef is a sync table as LoadRegistry and LoadTableDefs read it: the
+// row of ripple.tables with its relation's columns as pg_catalog describes
+// them at load time.
+type TableDef struct {
+	*Table
+	// Attributes describes Table.Columns, at the same index. It is nil for a
+	// table given to NewRegistry.
+	Attributes []Attribute
+}
+
 // TableName returns the registry name of a Postgres table.
 func TableName(schemaName, relation string) string {
 	if schemaName == "public" {

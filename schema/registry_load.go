@@ -11,8 +11,8 @@ import (
 // LoadRegistry and safe for concurrent use; load a new one to see changes.
 type Registry struct {
 	tables []*Table // sorted by Name
-	byName map[string]*Table
-	byRel  map[relKey]*Table
+	byName map[string]*TableDef
+	byRel  map[relKey]*TableDef
 }
 
 type relKey struct{ schema, relation string }
@@ -21,22 +21,36 @@ type relKey struct{ schema, relation string }
 // unique names, names matching TableName(Schema, Relation), at least one
 // column, a root key and primary key columns that exist, no XIDColumn among
 // the columns. The registry keeps the pointers; callers must not modify the
-// tables afterwards.
+// tables afterwards. Its tables have no Attributes.
 func NewRegistry(tables []*Table) (*Registry, error) {
-	r := &Registry{
-		tables: slices.Clone(tables),
-		byName: make(map[string]*Table, len(tables)),
-		byRel:  make(map[relKey]*Table, len(tables)),
+	defs := make([]*TableDef, len(tables))
+	for i, t := range tables {
+		defs[i] = &TableDef{Table: t}
 	}
-	for _, t := range tables {
-		if err := t.validate(); err != nil {
+	return newRegistry(defs)
+}
+
+// newRegistry is NewRegistry for tables that may carry Attributes, which
+// must then describe every column.
+func newRegistry(defs []*TableDef) (*Registry, error) {
+	r := &Registry{
+		tables: make([]*Table, 0, len(defs)),
+		byName: make(map[string]*TableDef, len(defs)),
+		byRel:  make(map[relKey]*TableDef, len(defs)),
+	}
+	for _, d := range defs {
+		if err := d.validate(); err != nil {
 			return nil, err
 		}
-		if _, dup := r.byName[t.Name]; dup {
-			return nil, fmt.Errorf("schema: registry: duplicate table %q", t.Name)
+		if d.Attributes != nil && len(d.Attributes) != len(d.Columns) {
+			return nil, fmt.Errorf("schema: registry: table %q: %d attributes for %d columns", d.Name, len(d.Attributes), len(d.Columns))
 		}
-		r.byName[t.Name] = t
-		r.byRel[relKey{t.Schema, t.Relation}] = t
+		if _, dup := r.byName[d.Name]; dup {
+			return nil, fmt.Errorf("schema: registry: duplicate table %q", d.Name)
+		}
+		r.tables = append(r.tables, d.Table)
+		r.byName[d.Name] = d
+		r.byRel[relKey{d.Schema, d.Relation}] = d
 	}
 	slices.SortFunc(r.tables, func(a, b *Table) int { return strings.Compare(a.Name, b.Name) })
 	return r, nil
@@ -78,14 +92,27 @@ func (t *Table) validate() error {
 
 // Table returns the sync table with registry name name.
 func (r *Registry) Table(name string) (*Table, bool) {
-	t, ok := r.byName[name]
-	return t, ok
+	d, ok := r.Def(name)
+	if !ok {
+		return nil, false
+	}
+	return d.Table, true
+}
+
+// Def returns the sync table with registry name name together with its
+// Attributes.
+func (r *Registry) Def(name string) (*TableDef, bool) {
+	d, ok := r.byName[name]
+	return d, ok
 }
 
 // ByRelation returns the sync table stored as schema.relation in Postgres.
 func (r *Registry) ByRelation(schema, relation string) (*Table, bool) {
-	t, ok := r.byRel[relKey{schema, relation}]
-	return t, ok
+	d, ok := r.byRel[relKey{schema, relation}]
+	if !ok {
+		return nil, false
+	}
+	return d.Table, true
 }
 
 // Tables returns every sync table, sorted by name. The caller must not modify
@@ -130,103 +157,117 @@ func (t *Table) KeyIndexes() []int {
 // -1.
 func (t *Table) RootKeyIndex() int { return t.ColumnIndex(t.RootKey) }
 
-// loadTablesSQL reads the registry rows.
-const loadTablesSQL = `SELECT name, schema_name, relation, root_key, coalesce(primary_key, '{}'::text[])
-FROM ripple.tables ORDER BY name`
+// RegistryFilter selects the rows of ripple.tables a load reads. The zero
+// value selects every row; set fields select the rows matching all of them.
+type RegistryFilter struct {
+	// Name selects the table with this registry name.
+	Name string
+	// Schema and Relation select the table stored as Schema.Relation in
+	// Postgres (set both).
+	Schema, Relation string
+}
 
-// loadColumnsSQL reads the columns of every registered table in attribute
-// order, without dropped columns and without Ripple's xid column.
-const loadColumnsSQL = `SELECT t.name, a.attname::text, a.atttypid
+// loadTableDefsSQL reads the rows of ripple.tables selected by $2 (name) and
+// $3, $4 (schema, relation), NULL selecting all, with the columns of each
+// relation in attribute order, without dropped columns and without $1 (the
+// xid column). A relation that does not exist gives NULL column arrays. An
+// empty primary_key is replaced by the columns of the primary key index, in
+// key order.
+const loadTableDefsSQL = `SELECT t.name, t.schema_name, t.relation, t.root_key,
+	CASE WHEN pg_catalog.cardinality(t.primary_key) > 0 THEN t.primary_key ELSE ARRAY(
+		SELECT a.attname::text
+		FROM pg_catalog.pg_index i
+		CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+		JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+		WHERE i.indrelid = c.oid AND i.indisprimary
+		ORDER BY k.ord) END,
+	cols.names, cols.oids, cols.type_names, cols.arrays, cols.generated
 FROM ripple.tables t
-JOIN pg_catalog.pg_namespace n ON n.nspname = t.schema_name
-JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = t.relation
-JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
-WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attname <> $1
-ORDER BY t.name, a.attnum`
+LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = t.schema_name
+LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = t.relation
+LEFT JOIN LATERAL (
+	SELECT array_agg(a.attname::text ORDER BY a.attnum) AS names,
+		array_agg(a.atttypid ORDER BY a.attnum) AS oids,
+		array_agg(pg_catalog.format_type(a.atttypid, NULL) ORDER BY a.attnum) AS type_names,
+		array_agg(ty.typcategory = 'A' ORDER BY a.attnum) AS arrays,
+		array_agg(a.attgenerated <> '' ORDER BY a.attnum) AS generated
+	FROM pg_catalog.pg_attribute a
+	JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid
+	WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> $1
+) cols ON true
+WHERE ($2::text IS NULL OR t.name = $2)
+	AND ($3::text IS NULL OR (t.schema_name = $3 AND t.relation = $4))
+ORDER BY t.name`
 
-// loadPrimaryKeysSQL reads the primary key columns of every registered table
-// in key order, for rows of ripple.tables whose primary_key is empty.
-const loadPrimaryKeysSQL = `SELECT t.name, a.attname::text
-FROM ripple.tables t
-JOIN pg_catalog.pg_namespace n ON n.nspname = t.schema_name
-JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = t.relation
-JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary
-CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
-JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
-ORDER BY t.name, k.ord`
-
-// LoadRegistry reads the sync tables from ripple.tables and their columns
-// from pg_attribute (attnum order, dropped columns and XIDColumn left out).
-// A table whose primary_key is empty gets the columns of its primary key
-// index. A registered table that no longer exists, or that lacks its root key
-// or primary key columns, is an error.
-func LoadRegistry(ctx context.Context, q Querier) (*Registry, error) {
-	rows, err := q.Query(ctx, loadTablesSQL)
+// LoadTableDefs reads the rows of ripple.tables that f selects, sorted by
+// name, each with the columns of its relation in attribute order (dropped
+// columns and XIDColumn left out) and their Attributes. A table whose
+// primary_key is empty gets the columns of its primary key index.
+//
+// Nothing is checked: a registered table whose relation does not exist (it
+// was dropped or renamed) comes back without columns, and the root key and
+// primary key are not checked against the columns; LoadRegistry does both.
+// A database without ripple.tables (not migrated) gives an error wrapping
+// the server's (SQLSTATE 42P01).
+func LoadTableDefs(ctx context.Context, q Querier, f RegistryFilter) ([]*TableDef, error) {
+	rows, err := q.Query(ctx, loadTableDefsSQL, XIDColumn, nullIfEmpty(f.Name), nullIfEmpty(f.Schema), nullIfEmpty(f.Relation))
 	if err != nil {
 		return nil, fmt.Errorf("schema: load registry: %w", err)
 	}
-	var tables []*Table
-	byName := map[string]*Table{}
+	defer rows.Close()
+	var defs []*TableDef
 	for rows.Next() {
-		t := &Table{}
-		if err := rows.Scan(&t.Name, &t.Schema, &t.Relation, &t.RootKey, &t.PrimaryKey); err != nil {
-			rows.Close()
+		var (
+			t         Table
+			names     []string
+			oids      []uint32
+			typeNames []string
+			arrays    []bool
+			generated []bool
+		)
+		if err := rows.Scan(&t.Name, &t.Schema, &t.Relation, &t.RootKey, &t.PrimaryKey,
+			&names, &oids, &typeNames, &arrays, &generated); err != nil {
 			return nil, fmt.Errorf("schema: load registry: %w", err)
 		}
-		tables = append(tables, t)
-		byName[t.Name] = t
+		d := &TableDef{Table: &t}
+		if len(names) > 0 {
+			t.Columns = make([]Column, len(names))
+			d.Attributes = make([]Attribute, len(names))
+			for i, name := range names {
+				t.Columns[i] = Column{Name: name, TypeOID: oids[i]}
+				d.Attributes[i] = Attribute{TypeName: typeNames[i], Array: arrays[i], Generated: generated[i]}
+			}
+		}
+		defs = append(defs, d)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("schema: load registry: %w", err)
 	}
+	return defs, nil
+}
 
-	if rows, err = q.Query(ctx, loadColumnsSQL, XIDColumn); err != nil {
-		return nil, fmt.Errorf("schema: load registry columns: %w", err)
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
 	}
-	for rows.Next() {
-		var name string
-		var c Column
-		if err := rows.Scan(&name, &c.Name, &c.TypeOID); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("schema: load registry columns: %w", err)
-		}
-		if t := byName[name]; t != nil {
-			t.Columns = append(t.Columns, c)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("schema: load registry columns: %w", err)
-	}
+	return s
+}
 
-	needPK := false
-	for _, t := range tables {
-		if len(t.Columns) == 0 {
-			return nil, fmt.Errorf("schema: load registry: table %q: relation %s.%s not found or has no columns",
-				t.Name, t.Schema, t.Relation)
-		}
-		needPK = needPK || len(t.PrimaryKey) == 0
+// LoadRegistry reads the sync tables that f selects (LoadTableDefs) and
+// builds a registry of them. A registered table whose relation does not
+// exist is left out, as if it were not registered; any other table must pass
+// NewRegistry's checks (its root key and primary key columns exist), or the
+// load fails.
+func LoadRegistry(ctx context.Context, q Querier, f RegistryFilter) (*Registry, error) {
+	defs, err := LoadTableDefs(ctx, q, f)
+	if err != nil {
+		return nil, err
 	}
-	if needPK {
-		if rows, err = q.Query(ctx, loadPrimaryKeysSQL); err != nil {
-			return nil, fmt.Errorf("schema: load registry primary keys: %w", err)
-		}
-		pk := map[string][]string{}
-		for rows.Next() {
-			var name, col string
-			if err := rows.Scan(&name, &col); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("schema: load registry primary keys: %w", err)
-			}
-			pk[name] = append(pk[name], col)
-		}
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("schema: load registry primary keys: %w", err)
-		}
-		for _, t := range tables {
-			if len(t.PrimaryKey) == 0 {
-				t.PrimaryKey = pk[t.Name]
-			}
+	kept := defs[:0]
+	for _, d := range defs {
+		if len(d.Columns) > 0 {
+			kept = append(kept, d)
 		}
 	}
-	return NewRegistry(tables)
+	return newRegistry(kept)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/ripple-sync/ripple/schema"
 	"github.com/ripple-sync/ripple/testenv"
 )
@@ -70,6 +71,7 @@ ALTER TABLE todos DROP COLUMN gone;
 CREATE TABLE app.items (org_id uuid, item_no int4, payload jsonb, status app.status, PRIMARY KEY (org_id, item_no));
 CREATE TABLE nopk (org_id text, v text);
 CREATE TABLE priced (id int4 PRIMARY KEY, org_id text, price money);
+CREATE TABLE shaped (code char(3) PRIMARY KEY, org_id varchar(10), n numeric(8,2), twice int4 GENERATED ALWAYS AS (length(code) * 2) STORED, codes char(2)[]);
 INSERT INTO ripple.tables VALUES
 	('todos', 'public', 'todos', 'org_id', NULL),
 	('app.items', 'app', 'items', 'org_id', '{item_no,org_id}');
@@ -84,7 +86,7 @@ func TestLoadRegistry(t *testing.T) {
 	if _, err := conn.Exec(ctx, registryDDL); err != nil {
 		t.Fatal(err)
 	}
-	reg, err := schema.LoadRegistry(ctx, conn)
+	reg, err := schema.LoadRegistry(ctx, conn, schema.RegistryFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +147,6 @@ func TestLoadRegistry(t *testing.T) {
 	bad := []struct {
 		name, sql, errHas string
 	}{
-		{"missing relation", `INSERT INTO ripple.tables VALUES ('ghost', 'public', 'ghost', 'org_id', '{id}')`, "not found"},
 		{"no primary key", `INSERT INTO ripple.tables VALUES ('nopk', 'public', 'nopk', 'org_id', NULL)`, "no primary key"},
 		{"bad root key", `INSERT INTO ripple.tables VALUES ('nopk', 'public', 'nopk', 'tenant', '{v}')`, "root key"},
 		{"bad pk column", `INSERT INTO ripple.tables VALUES ('nopk', 'public', 'nopk', 'org_id', '{nope}')`, "primary key column"},
@@ -153,30 +154,16 @@ func TestLoadRegistry(t *testing.T) {
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
-			tx, err := conn.Begin(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tx.Rollback(ctx)
-			if _, err := tx.Exec(ctx, tt.sql); err != nil {
-				t.Fatal(err)
-			}
-			_, err = schema.LoadRegistry(ctx, tx)
+			tx := rolledBack(t, ctx, conn, tt.sql)
+			_, err := schema.LoadRegistry(ctx, tx, schema.RegistryFilter{})
 			if err == nil || !strings.Contains(err.Error(), tt.errHas) {
 				t.Fatalf("LoadRegistry = %v, want error mentioning %q", err, tt.errHas)
 			}
 		})
 	}
 	t.Run("unsupported column type", func(t *testing.T) {
-		tx, err := conn.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tx.Rollback(ctx)
-		if _, err := tx.Exec(ctx, `INSERT INTO ripple.tables VALUES ('priced', 'public', 'priced', 'org_id', NULL)`); err != nil {
-			t.Fatal(err)
-		}
-		r, err := schema.LoadRegistry(ctx, tx)
+		tx := rolledBack(t, ctx, conn, `INSERT INTO ripple.tables VALUES ('priced', 'public', 'priced', 'org_id', NULL)`)
+		r, err := schema.LoadRegistry(ctx, tx, schema.RegistryFilter{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -185,6 +172,106 @@ func TestLoadRegistry(t *testing.T) {
 			t.Fatalf("CheckTypes = %v", err)
 		}
 	})
+	t.Run("a registered table whose relation is gone is left out of the registry but listed by LoadTableDefs", func(t *testing.T) {
+		tx := rolledBack(t, ctx, conn, `INSERT INTO ripple.tables VALUES ('ghost', 'public', 'ghost', 'org_id', '{id}')`)
+		r, err := schema.LoadRegistry(ctx, tx, schema.RegistryFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := r.Table("ghost"); ok || len(r.Tables()) != 2 {
+			t.Fatalf("registry holds %d tables, ghost found %v; want the 2 others only", len(r.Tables()), ok)
+		}
+		defs, err := schema.LoadTableDefs(ctx, tx, schema.RegistryFilter{Name: "ghost"})
+		if err != nil || len(defs) != 1 {
+			t.Fatalf("LoadTableDefs(ghost) = %d defs, %v; want 1", len(defs), err)
+		}
+		if d := defs[0]; d.RootKey != "org_id" || !reflect.DeepEqual(d.PrimaryKey, []string{"id"}) || d.Columns != nil || d.Attributes != nil {
+			t.Fatalf("ghost = %+v, want its registry row without columns", d)
+		}
+	})
+	t.Run("attributes give type names, cast types, arrays and generated columns", func(t *testing.T) {
+		tx := rolledBack(t, ctx, conn, `INSERT INTO ripple.tables VALUES ('shaped', 'public', 'shaped', 'org_id', '{code}')`)
+		r, err := schema.LoadRegistry(ctx, tx, schema.RegistryFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, ok := r.Def("shaped")
+		if !ok {
+			t.Fatal("shaped missing")
+		}
+		want := []schema.Attribute{
+			{TypeName: "character"},
+			{TypeName: "character varying"},
+			{TypeName: "numeric"},
+			{TypeName: "integer", Generated: true},
+			{TypeName: "character[]", Array: true},
+		}
+		if !reflect.DeepEqual(d.Attributes, want) {
+			t.Fatalf("attributes = %+v, want %+v", d.Attributes, want)
+		}
+		var casts []string
+		for _, a := range d.Attributes {
+			casts = append(casts, a.CastType())
+		}
+		if want := []string{"bpchar", "character varying", "numeric", "integer", "bpchar[]"}; !reflect.DeepEqual(casts, want) {
+			t.Fatalf("cast types = %v, want %v", casts, want)
+		}
+		if todos, _ := r.Def("todos"); len(todos.Attributes) != len(todos.Columns) || todos.Attributes[4] != (schema.Attribute{TypeName: "text[]", Array: true}) {
+			t.Fatalf("todos attributes = %+v", todos.Attributes)
+		}
+	})
+	t.Run("a filter selects one table by name or by relation", func(t *testing.T) {
+		filters := []struct {
+			f    schema.RegistryFilter
+			want []string
+		}{
+			{schema.RegistryFilter{Name: "app.items"}, []string{"app.items"}},
+			{schema.RegistryFilter{Schema: "app", Relation: "items"}, []string{"app.items"}},
+			{schema.RegistryFilter{Schema: "public", Relation: "todos"}, []string{"todos"}},
+			{schema.RegistryFilter{Schema: "public", Relation: "items"}, nil},
+			{schema.RegistryFilter{Name: "nopk"}, nil},
+		}
+		for _, tt := range filters {
+			r, err := schema.LoadRegistry(ctx, conn, tt.f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, tab := range r.Tables() {
+				got = append(got, tab.Name)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("LoadRegistry(%+v) = %v, want %v", tt.f, got, tt.want)
+			}
+		}
+	})
+}
+
+// TestLoadRegistryNotMigrated checks that a database without ripple.tables
+// gives an error that wraps the server's undefined_table.
+func TestLoadRegistryNotMigrated(t *testing.T) {
+	pg := testenv.SharedPostgres(t)
+	conn := connect(t, pg.CreateDatabase(t))
+	_, err := schema.LoadRegistry(t.Context(), conn, schema.RegistryFilter{})
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "42P01" {
+		t.Fatalf("LoadRegistry = %v, want an error wrapping SQLSTATE 42P01", err)
+	}
+}
+
+// rolledBack begins a transaction on conn that is rolled back when the test
+// ends and runs sql in it.
+func rolledBack(t *testing.T, ctx context.Context, conn *pgx.Conn, sql string) pgx.Tx {
+	t.Helper()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	if _, err := tx.Exec(ctx, sql); err != nil {
+		t.Fatal(err)
+	}
+	return tx
 }
 
 func oidOf(t *testing.T, ctx context.Context, conn *pgx.Conn, typ string) uint32 {

@@ -124,6 +124,13 @@
 // the row as written (for delete: its primary key), encoded by the schema
 // codec exactly as the stream encodes it.
 //
+// Table metadata (columns, cast types, array and generated columns) comes
+// from schema.LoadRegistry and is cached: every sync table when Run starts;
+// a table not cached (enabled after the writer started), or a column it does
+// not know, is loaded again inside the mutation's transaction; a statement
+// built from cached metadata that fails with an undefined column or table
+// drops the table from the cache and runs the transaction again.
+//
 // # Rejection codes
 //
 // unknown_mutator, unknown_table, forbidden, invalid_argument (malformed

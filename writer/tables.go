@@ -14,9 +14,8 @@ import (
 type column struct {
 	name    string
 	typeOID uint32
-	// cast is the type to cast a text parameter to, without type modifier
-	// (format_type(atttypid, NULL)): an explicit cast to varchar(n) would
-	// truncate silently, while assignment to the column checks the length.
+	// cast is the type to cast a text parameter to
+	// (schema.Attribute.CastType: without type modifier).
 	cast      string
 	isArray   bool
 	generated bool
@@ -56,72 +55,23 @@ func (c *tableCache) get(name string) *table {
 	return (*c.m.Load())[name]
 }
 
-// loadTablesSQL reads every sync table's columns. $1 NULL reads all tables,
-// otherwise only the named one.
-const loadTablesSQL = `
-SELECT t.name, t.schema_name, t.relation, t.root_key, t.primary_key,
-       a.attname::text, a.atttypid::int8, format_type(a.atttypid, NULL),
-       ty.typcategory = 'A', a.attgenerated <> ''
-FROM ripple.tables t
-JOIN pg_catalog.pg_namespace n ON n.nspname = t.schema_name
-JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = t.relation
-JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid
-WHERE $1::text IS NULL OR t.name = $1
-ORDER BY t.name, a.attnum`
-
-// load reads sync tables (one when name != "", else all) through q, builds
-// them and merges them into the cache. A named table that is not registered
-// is removed from the cache and reported as nil.
+// load reads sync tables (one when name != "", else all) through q
+// (schema.LoadRegistry), builds them and merges them into the cache. A named
+// table that is not registered, or whose relation does not exist, is removed
+// from the cache and reported as nil.
 func (c *tableCache) load(ctx context.Context, q querier, name string) (*table, error) {
-	var arg any
-	if name != "" {
-		arg = name
-	}
-	rows, err := q.Query(ctx, loadTablesSQL, arg)
+	reg, err := schema.LoadRegistry(ctx, q, schema.RegistryFilter{Name: name})
 	if err != nil {
 		return nil, fmt.Errorf("writer: load sync tables: %w", err)
 	}
-	loaded := tableSet{}
-	var order []string
-	for rows.Next() {
-		var (
-			tName, sName, rel, root string
-			pk                      []string
-			col                     column
-			oid                     int64
-		)
-		if err := rows.Scan(&tName, &sName, &rel, &root, &pk, &col.name, &oid, &col.cast, &col.isArray, &col.generated); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("writer: load sync tables: %w", err)
-		}
-		// Without a modifier "character" means character(1), which would
-		// cut a longer value: bpchar is the unlimited blank-padded type.
-		switch col.cast {
-		case "character":
-			col.cast = "bpchar"
-		case "character[]":
-			col.cast = "bpchar[]"
-		}
-		col.typeOID = uint32(oid)
-		t := loaded[tName]
-		if t == nil {
-			t = &table{Table: schema.Table{Name: tName, Schema: sName, Relation: rel, RootKey: root, PrimaryKey: pk}}
-			loaded[tName] = t
-			order = append(order, tName)
-		}
-		if col.name == schema.XIDColumn {
-			continue
-		}
-		t.cols = append(t.cols, col)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("writer: load sync tables: %w", err)
-	}
-	for _, n := range order {
-		if err := c.finish(ctx, q, loaded[n]); err != nil {
+	loaded := make(tableSet, len(reg.Tables()))
+	for _, st := range reg.Tables() {
+		d, _ := reg.Def(st.Name)
+		t, err := c.build(ctx, q, d)
+		if err != nil {
 			return nil, err
 		}
+		loaded[t.Name] = t
 	}
 	for {
 		old := c.m.Load()
@@ -147,18 +97,22 @@ func (c *tableCache) load(ctx context.Context, q querier, name string) (*table, 
 	return loaded[name], nil
 }
 
-// finish derives the lookup structures and the row encoder of a table.
-func (c *tableCache) finish(ctx context.Context, q querier, t *table) error {
-	t.byName = make(map[string]int, len(t.cols))
-	t.Columns = make([]schema.Column, len(t.cols))
-	t.rootIdx = -1
+// build derives a table's columns, lookup structures and row encoder from
+// its registry entry (whose root key and primary key columns exist).
+func (c *tableCache) build(ctx context.Context, q querier, d *schema.TableDef) (*table, error) {
+	t := &table{
+		Table:   *d.Table,
+		cols:    make([]column, len(d.Columns)),
+		byName:  make(map[string]int, len(d.Columns)),
+		rootIdx: d.RootKeyIndex(),
+		pkIdx:   d.KeyIndexes(),
+		ident:   pgx.Identifier{d.Schema, d.Relation}.Sanitize(),
+	}
 	ret := make([]byte, 0, 64)
-	for i, col := range t.cols {
-		t.byName[col.name] = i
-		t.Columns[i] = schema.Column{Name: col.name, TypeOID: col.typeOID}
-		if col.name == t.RootKey {
-			t.rootIdx = i
-		}
+	for i, col := range d.Columns {
+		a := d.Attributes[i]
+		t.cols[i] = column{name: col.Name, typeOID: col.TypeOID, cast: a.CastType(), isArray: a.Array, generated: a.Generated}
+		t.byName[col.Name] = i
 		if i > 0 {
 			ret = append(ret, ", "...)
 		}
@@ -166,34 +120,23 @@ func (c *tableCache) finish(ctx context.Context, q querier, t *table) error {
 		// value: a cast to text differs for some types (bool gives
 		// "true", inet adds the netmask, char(n) drops trailing blanks).
 		// format('%s') calls the output function but turns NULL into ''.
-		id := pgx.Identifier{col.name}.Sanitize()
+		id := pgx.Identifier{col.Name}.Sanitize()
 		ret = append(ret, "CASE WHEN "+id+" IS NULL THEN NULL ELSE pg_catalog.format('%s', "+id+") END"...)
 	}
 	t.returning = string(ret)
-	if t.rootIdx < 0 {
-		return fmt.Errorf("writer: sync table %q: root key column %q not found", t.Name, t.RootKey)
-	}
-	for _, k := range t.PrimaryKey {
-		i, ok := t.byName[k]
-		if !ok {
-			return fmt.Errorf("writer: sync table %q: primary key column %q not found", t.Name, k)
-		}
-		t.pkIdx = append(t.pkIdx, i)
-	}
-	t.ident = pgx.Identifier{t.Schema, t.Relation}.Sanitize()
 	enc, err := c.types.RowEncoder(t.Columns)
 	if err != nil {
 		// A type created after the writer started (an enum, a domain):
 		// refresh the type map once and try again.
 		if rerr := c.types.Refresh(ctx, q); rerr != nil {
-			return fmt.Errorf("writer: sync table %q: %w", t.Name, rerr)
+			return nil, fmt.Errorf("writer: sync table %q: %w", t.Name, rerr)
 		}
 		if enc, err = c.types.RowEncoder(t.Columns); err != nil {
-			return fmt.Errorf("writer: sync table %q: %w", t.Name, err)
+			return nil, fmt.Errorf("writer: sync table %q: %w", t.Name, err)
 		}
 	}
 	t.enc = enc
-	return nil
+	return t, nil
 }
 
 // keyFrom returns the text values of the primary key columns of a row read as
