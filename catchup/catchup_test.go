@@ -533,3 +533,61 @@ func TestSnapshotStreams(t *testing.T) {
 	}
 	t.Logf("sent %d bytes, allocated %d", res.Bytes, alloc)
 }
+
+// Tombstones render keys exactly as the stream does, whatever the type of
+// the primary key and the settings of the session that deleted: a row
+// deleted and inserted again after the cursor is sent as the row (and not
+// also as a delete, which the client would apply after it), and a deleted
+// row's delete carries the key as the row had it. Each tombstone's text key
+// is cast back to the key column's type with its modifier (char(n) padding
+// is kept), and the trigger renders keys under Ripple's session settings
+// (a timestamptz deleted by a session with DateStyle German and another time
+// zone).
+func TestTombstoneKeyTypes(t *testing.T) {
+	tests := []struct {
+		name, typ, key, row, del string
+	}{
+		{"a char(n) key", "char(6)", "'abc'", `{"k":"abc   ","org_id":"acme","v":"again"}`, `{"k":"abc   "}`},
+		{"a varchar(n) key", "varchar(6)", "'abc'", `{"k":"abc","org_id":"acme","v":"again"}`, `{"k":"abc"}`},
+		{"a numeric(10,2) key", "numeric(10,2)", "1.5", `{"k":"1.50","org_id":"acme","v":"again"}`, `{"k":"1.50"}`},
+		{"a uuid key", "uuid", "'00000000-0000-0000-0000-0000000000ab'",
+			`{"k":"00000000-0000-0000-0000-0000000000ab","org_id":"acme","v":"again"}`, `{"k":"00000000-0000-0000-0000-0000000000ab"}`},
+		{"a timestamptz key", "timestamptz", "'2026-01-02 03:04:05+00'",
+			`{"k":"2026-01-02 03:04:05+00","org_id":"acme","v":"again"}`, `{"k":"2026-01-02 03:04:05+00"}`},
+	}
+	pg := testenv.SharedPostgres(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, pg)
+			f.exec(t, "CREATE TABLE keyed (k "+tt.typ+" PRIMARY KEY, org_id text NOT NULL, v text)")
+			if _, err := migrations.Enable(t.Context(), f.conn, "keyed", "org_id"); err != nil {
+				t.Fatal(err)
+			}
+			// The application's session has settings of its own.
+			f.exec(t, "SET DateStyle = 'German, DMY'; SET TimeZone = 'Asia/Kolkata'; SET extra_float_digits = 0")
+			f.exec(t, "INSERT INTO keyed (k, org_id, v) VALUES ("+tt.key+", 'acme', 'first')")
+			c := newCatchup(t, catchup.Config{PrimaryURL: f.url})
+			res, _, err := collect(t.Context(), c, catchup.Request{Table: "keyed", Org: "acme"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.exec(t, "DELETE FROM keyed WHERE k = "+tt.key)
+			f.exec(t, "INSERT INTO keyed (k, org_id, v) VALUES ("+tt.key+", 'acme', 'again')")
+			_, ops, err := collect(t.Context(), c, catchup.Request{Table: "keyed", Org: "acme", Cursor: ptr(res.Cursor)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := []op{{"insert", tt.row}}; !reflect.DeepEqual(ops, want) {
+				t.Fatalf("resume after delete and insert: ops %v, want %v", ops, want)
+			}
+			f.exec(t, "DELETE FROM keyed WHERE k = "+tt.key)
+			_, ops, err = collect(t.Context(), c, catchup.Request{Table: "keyed", Org: "acme", Cursor: ptr(res.Cursor)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := []op{{"delete", tt.del}}; !reflect.DeepEqual(ops, want) {
+				t.Fatalf("resume after delete: ops %v, want %v", ops, want)
+			}
+		})
+	}
+}

@@ -212,12 +212,16 @@ func (r *run) rowsSQL(resume bool) string {
 func (r *run) tombstonesSQL() string {
 	t := r.e.Table
 	var b strings.Builder
+	// Each text key is cast back to its column's type with its modifier,
+	// so that it is rendered as the column renders it: the trigger's text
+	// cast drops a char(n) value's padding, which the stream keeps.
+	keys := t.KeyIndexes()
 	b.WriteString("SELECT DISTINCT ")
-	for i := range t.PrimaryKey {
+	for i, col := range keys {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "ts.pk[%d]", i+1)
+		fmt.Fprintf(&b, "ts.pk[%d]::%s", i+1, r.e.Attributes[col].FullTypeName)
 	}
 	b.WriteString(" FROM ripple.tombstones ts WHERE ts.table_name = $1 AND ts.root_key = $2 AND ts.xid >= $3::pg_catalog.xid8")
 	b.WriteString(" AND NOT EXISTS (SELECT 1 FROM ")
@@ -225,10 +229,8 @@ func (r *run) tombstonesSQL() string {
 	b.WriteString(" r WHERE r.")
 	b.WriteString(quoteIdent(t.RootKey))
 	b.WriteString(" = $4")
-	// Each text key is cast back to its column's type (format_type, without
-	// modifier).
-	for i, col := range t.KeyIndexes() {
-		fmt.Fprintf(&b, " AND r.%s = ts.pk[%d]::%s", quoteIdent(t.PrimaryKey[i]), i+1, r.e.Attributes[col].TypeName)
+	for i, col := range keys {
+		fmt.Fprintf(&b, " AND r.%s = ts.pk[%d]::%s", quoteIdent(t.PrimaryKey[i]), i+1, r.e.Attributes[col].FullTypeName)
 	}
 	b.WriteString(" AND r.")
 	b.WriteString(quoteIdent(schema.XIDColumn))

@@ -314,7 +314,7 @@ func enableTx(ctx context.Context, tx execer, table, rootKey string) (*EnableRes
 	stmts = append(stmts,
 		"ALTER TABLE "+qtable+" ALTER COLUMN "+qcol+" SET DEFAULT pg_current_xact_id()",
 		"CREATE OR REPLACE FUNCTION "+fn+"() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS "+
-			quoteLiteral(tombstoneBody(name, rootKey, pk)),
+			quoteLiteral(tombstoneBody(name, rootKey, pk, dateTimeColumns(cols))),
 		"CREATE OR REPLACE TRIGGER "+pgx.Identifier{TriggerStampXID}.Sanitize()+
 			" BEFORE INSERT OR UPDATE ON "+qtable+" FOR EACH ROW EXECUTE FUNCTION ripple.stamp_xid()",
 		"CREATE OR REPLACE TRIGGER "+pgx.Identifier{TriggerTombstoneDelete}.Sanitize()+
@@ -346,10 +346,17 @@ ON CONFLICT (name) DO UPDATE SET primary_key = EXCLUDED.primary_key`,
 // column references, no dynamic SQL. Every name is fully qualified because
 // the function runs as SECURITY DEFINER (so application roles need no
 // privileges on ripple.tombstones).
-func tombstoneBody(name, rootKey string, pk []string) string {
+//
+// The primary key is stored as text (keyText) that the catch-up casts back
+// to the column's type and renders under Ripple's session settings, so a
+// delete reaches clients with the key exactly as the stream renders it,
+// whatever the settings of the session that deleted. The root key is
+// stored as its text cast and compared with the organisation as clients
+// name it.
+func tombstoneBody(name, rootKey string, pk []string, dateTime map[string]bool) string {
 	keys := make([]string, len(pk))
 	for i, c := range pk {
-		keys[i] = "OLD." + pgx.Identifier{c}.Sanitize() + "::pg_catalog.text"
+		keys[i] = keyText(c, dateTime[c])
 	}
 	return "BEGIN\n" +
 		"    INSERT INTO ripple.tombstones (table_name, root_key, pk, xid)\n" +
@@ -357,6 +364,31 @@ func tombstoneBody(name, rootKey string, pk []string) string {
 		"ARRAY[" + strings.Join(keys, ", ") + "]::pg_catalog.text[], pg_catalog.pg_current_xact_id());\n" +
 		"    RETURN NULL;\n" +
 		"END"
+}
+
+// keyText is the trigger's text form of OLD.col: its text cast, except for
+// date/time columns, whose text output follows the session's DateStyle
+// (German, DMY...) and would be read back as another value: those go through
+// to_jsonb, which writes ISO 8601 whatever the settings. (A float key
+// written by a session with extra_float_digits below 1 is stored rounded;
+// Ripple's own sessions use 1.)
+func keyText(col string, dateTime bool) string {
+	q := "OLD." + pgx.Identifier{col}.Sanitize()
+	if dateTime {
+		return "(pg_catalog.to_jsonb(" + q + ") OPERATOR(pg_catalog.#>>) '{}'::pg_catalog.text[])"
+	}
+	return q + "::pg_catalog.text"
+}
+
+// dateTimeColumns returns the names of the columns of the date/time category.
+func dateTimeColumns(cols []columnInfo) map[string]bool {
+	m := map[string]bool{}
+	for _, c := range cols {
+		if c.dateTime {
+			m[c.name] = true
+		}
+	}
+	return m
 }
 
 // movedCondition is the WHEN clause of the AFTER UPDATE trigger: the root

@@ -44,6 +44,11 @@ type Attribute struct {
 	// it, without type modifier: "integer", "character varying", "text[]",
 	// "app.status".
 	TypeName string
+	// FullTypeName is the column's type with its modifier, as
+	// format_type(atttypid, atttypmod) spells it: "character(6)",
+	// "numeric(10,2)". A text value of the column cast to it is rendered
+	// exactly as the column renders it (a char(n) value padded to n).
+	FullTypeName string
 	// Array reports a type of the array category (pg_type.typcategory 'A'),
 	// which includes a domain over an array type.
 	Array bool

@@ -181,7 +181,7 @@ const loadTableDefsSQL = `SELECT t.name, t.schema_name, t.relation, t.root_key,
 		JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
 		WHERE i.indrelid = c.oid AND i.indisprimary
 		ORDER BY k.ord) END,
-	cols.names, cols.oids, cols.type_names, cols.arrays, cols.generated
+	cols.names, cols.oids, cols.type_names, cols.full_type_names, cols.arrays, cols.generated
 FROM ripple.tables t
 LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = t.schema_name
 LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = t.relation
@@ -189,6 +189,7 @@ LEFT JOIN LATERAL (
 	SELECT array_agg(a.attname::text ORDER BY a.attnum) AS names,
 		array_agg(a.atttypid ORDER BY a.attnum) AS oids,
 		array_agg(pg_catalog.format_type(a.atttypid, NULL) ORDER BY a.attnum) AS type_names,
+		array_agg(pg_catalog.format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum) AS full_type_names,
 		array_agg(ty.typcategory = 'A' ORDER BY a.attnum) AS arrays,
 		array_agg(a.attgenerated <> '' ORDER BY a.attnum) AS generated
 	FROM pg_catalog.pg_attribute a
@@ -222,11 +223,12 @@ func LoadTableDefs(ctx context.Context, q Querier, f RegistryFilter) ([]*TableDe
 			names     []string
 			oids      []uint32
 			typeNames []string
+			fullNames []string
 			arrays    []bool
 			generated []bool
 		)
 		if err := rows.Scan(&t.Name, &t.Schema, &t.Relation, &t.RootKey, &t.PrimaryKey,
-			&names, &oids, &typeNames, &arrays, &generated); err != nil {
+			&names, &oids, &typeNames, &fullNames, &arrays, &generated); err != nil {
 			return nil, fmt.Errorf("schema: load registry: %w", err)
 		}
 		d := &TableDef{Table: &t}
@@ -235,7 +237,7 @@ func LoadTableDefs(ctx context.Context, q Querier, f RegistryFilter) ([]*TableDe
 			d.Attributes = make([]Attribute, len(names))
 			for i, name := range names {
 				t.Columns[i] = Column{Name: name, TypeOID: oids[i]}
-				d.Attributes[i] = Attribute{TypeName: typeNames[i], Array: arrays[i], Generated: generated[i]}
+				d.Attributes[i] = Attribute{TypeName: typeNames[i], FullTypeName: fullNames[i], Array: arrays[i], Generated: generated[i]}
 			}
 		}
 		defs = append(defs, d)

@@ -189,7 +189,7 @@ func TestLoadRegistry(t *testing.T) {
 			t.Fatalf("ghost = %+v, want its registry row without columns", d)
 		}
 	})
-	t.Run("attributes give type names, cast types, arrays and generated columns", func(t *testing.T) {
+	t.Run("attributes give type names with and without modifier, cast types, arrays and generated columns", func(t *testing.T) {
 		tx := rolledBack(t, ctx, conn, `INSERT INTO ripple.tables VALUES ('shaped', 'public', 'shaped', 'org_id', '{code}')`)
 		r, err := schema.LoadRegistry(ctx, tx, schema.RegistryFilter{})
 		if err != nil {
@@ -200,11 +200,11 @@ func TestLoadRegistry(t *testing.T) {
 			t.Fatal("shaped missing")
 		}
 		want := []schema.Attribute{
-			{TypeName: "character"},
-			{TypeName: "character varying"},
-			{TypeName: "numeric"},
-			{TypeName: "integer", Generated: true},
-			{TypeName: "character[]", Array: true},
+			{TypeName: "character", FullTypeName: "character(3)"},
+			{TypeName: "character varying", FullTypeName: "character varying(10)"},
+			{TypeName: "numeric", FullTypeName: "numeric(8,2)"},
+			{TypeName: "integer", FullTypeName: "integer", Generated: true},
+			{TypeName: "character[]", FullTypeName: "character(2)[]", Array: true},
 		}
 		if !reflect.DeepEqual(d.Attributes, want) {
 			t.Fatalf("attributes = %+v, want %+v", d.Attributes, want)
