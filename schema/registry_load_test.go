@@ -216,7 +216,7 @@ func TestLoadRegistry(t *testing.T) {
 		if want := []string{"bpchar", "character varying", "numeric", "integer", "bpchar[]"}; !reflect.DeepEqual(casts, want) {
 			t.Fatalf("cast types = %v, want %v", casts, want)
 		}
-		if todos, _ := r.Def("todos"); len(todos.Attributes) != len(todos.Columns) || todos.Attributes[4] != (schema.Attribute{TypeName: "text[]", Array: true}) {
+		if todos, _ := r.Def("todos"); len(todos.Attributes) != len(todos.Columns) || todos.Attributes[4] != (schema.Attribute{TypeName: "text[]", FullTypeName: "text[]", Array: true}) {
 			t.Fatalf("todos attributes = %+v", todos.Attributes)
 		}
 	})
