@@ -141,3 +141,76 @@ func TestVersionInsideTransaction(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestUpgradeKeepsWriterState builds a database of version 2 holding the
+// bookkeeping of a writer of that version (ripple.begin_mutations, records,
+// the advance of last_mutation_id), upgrades it and checks that
+// ripple.claim_mutations (version 3) carries on from that state: recorded
+// mutations are answered with their records, the next id follows on, and
+// the advance commits or rolls back with the transaction.
+func TestUpgradeKeepsWriterState(t *testing.T) {
+	ctx := testCtx(t)
+	conn, _ := newDB(t)
+	if err := migrations.MigrateTo(ctx, conn, 2); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := migrations.Version(ctx, conn); err != nil || v != 2 {
+		t.Fatalf("Version = %d, %v; want 2", v, err)
+	}
+	// A version 2 writer applies c1's mutations 1 (applied) and 2
+	// (rejected).
+	exec(t, conn, "BEGIN")
+	exec(t, conn, "SELECT * FROM ripple.begin_mutations('{c1,c1}', '{1,2}')")
+	exec(t, conn, `INSERT INTO ripple.mutations (client_id, mutation_id, org, status, code, message, result) VALUES
+		('c1', 1, 'acme', 'applied', NULL, NULL, '{"id": "1"}'), ('c1', 2, 'acme', 'rejected', 'forbidden', 'no', NULL)`)
+	exec(t, conn, "UPDATE ripple.clients SET last_mutation_id = 2, updated_at = now() WHERE client_id = 'c1'")
+	exec(t, conn, "COMMIT")
+
+	if err := migrations.Migrate(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := migrations.Version(ctx, conn); err != nil || v != migrations.LatestVersion() {
+		t.Fatalf("Version = %d, %v; want %d", v, err, migrations.LatestVersion())
+	}
+	const claim = `SELECT string_agg(concat_ws(' ', o_ord, o_expected, coalesce(o_status, '-'), o_code, o_result), '; ' ORDER BY o_ord)
+		FROM ripple.claim_mutations($1::text[], $2::bigint[])`
+	const last = `SELECT coalesce(string_agg(client_id || '=' || last_mutation_id, ' ' ORDER BY client_id), '') FROM ripple.clients`
+	tests := []struct {
+		name      string
+		clients   []string
+		ids       []int64
+		want      string // one "ord expected status code result" per mutation
+		commit    bool
+		wantAfter string // ripple.clients after the transaction
+	}{
+		{"recorded mutations are answered with their records", []string{"c1", "c1"}, []int64{2, 1},
+			`1 3 rejected forbidden; 2 3 applied {"id": "1"}`, true, "c1=2"},
+		{"the next ids follow on and advance with the commit", []string{"c1", "c2", "c1", "c1"}, []int64{3, 1, 6, 4},
+			"1 3 -; 2 1 -; 3 5 -; 4 4 -", true, "c1=4 c2=1"},
+		{"a rolled back claim advances nothing", []string{"c1", "c3"}, []int64{5, 1},
+			"1 5 -; 2 1 -", false, "c1=4 c2=1"},
+		{"an id ahead is out of order and advances nothing", []string{"c1"}, []int64{7},
+			"1 5 -", true, "c1=4 c2=1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			exec(t, conn, "BEGIN")
+			if got := queryString(t, conn, claim, tt.clients, tt.ids); got != tt.want {
+				exec(t, conn, "ROLLBACK")
+				t.Fatalf("claim_mutations(%v, %v) = %q, want %q", tt.clients, tt.ids, got, tt.want)
+			}
+			if tt.commit {
+				exec(t, conn, "COMMIT")
+			} else {
+				exec(t, conn, "ROLLBACK")
+			}
+			if got := queryString(t, conn, last); got != tt.wantAfter {
+				t.Fatalf("ripple.clients = %q, want %q", got, tt.wantAfter)
+			}
+		})
+	}
+	// Writers of version 2 keep working next to version 3 ones.
+	if got := queryString(t, conn, `SELECT string_agg(o_expected::text, ',' ORDER BY o_ord) FROM ripple.begin_mutations('{c1,c2}', '{5,2}')`); got != "5,2" {
+		t.Fatalf("begin_mutations after the upgrade = %q, want 5,2", got)
+	}
+}

@@ -29,8 +29,6 @@ const (
 	sqlRecordBatch = `INSERT INTO ripple.mutations (client_id, mutation_id, org, status, code, message, result)
 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]::jsonb[])
 RETURNING client_id, mutation_id, ripple_xid::text, result::text`
-	sqlAdvanceBatch = `UPDATE ripple.clients c SET last_mutation_id = v.id, updated_at = now()
-FROM unnest($1::text[], $2::bigint[]) AS v(client_id, id) WHERE c.client_id = v.client_id`
 )
 
 // pending is a request waiting in a lane for its batch.
@@ -153,7 +151,7 @@ type item struct {
 	// force is a rejection to record without running the mutator.
 	force *Rejection
 
-	// From ripple.begin_mutations.
+	// From ripple.claim_mutations.
 	expected int64
 	stored   *storedRow
 
@@ -332,7 +330,7 @@ func (w *Writer) execBatch(ctx context.Context, items []*item) (err error) {
 			}
 			if ord < 1 || int(ord) > len(items) {
 				rows.Close()
-				return fmt.Errorf("ripple.begin_mutations answered position %d of %d", ord, len(items))
+				return fmt.Errorf("ripple.claim_mutations answered position %d of %d", ord, len(items))
 			}
 			it := items[ord-1]
 			it.expected = expected
@@ -347,7 +345,7 @@ func (w *Writer) execBatch(ctx context.Context, items []*item) (err error) {
 			return err
 		}
 		if seen != len(items) {
-			return fmt.Errorf("ripple.begin_mutations answered %d rows for %d mutations", seen, len(items))
+			return fmt.Errorf("ripple.claim_mutations answered %d rows for %d mutations", seen, len(items))
 		}
 		if fast {
 			return run.readFast(br, queued)
@@ -494,8 +492,9 @@ func (it *item) setResult(res any) error {
 }
 
 // finish settles the remaining items (interactive mutators, further
-// pipelines after a rollback), then records every decided mutation,
-// advances the clients and commits: the last round trip.
+// pipelines after a rollback), then records every decided mutation and
+// commits: the last round trip (ripple.claim_mutations advanced the clients
+// in the first).
 func (r *batchRun) finish(ctx context.Context) error {
 	for {
 		i := r.firstUndecided()
@@ -533,7 +532,7 @@ func (r *batchRun) finish(ctx context.Context) error {
 		}
 	}
 
-	// Record, advance, commit.
+	// Record, commit.
 	n := len(r.items)
 	var (
 		clients  = make([]string, 0, n)
@@ -543,8 +542,6 @@ func (r *batchRun) finish(ctx context.Context) error {
 		codes    = make([]*string, 0, n)
 		messages = make([]*string, 0, n)
 		results  = make([]*string, 0, n)
-		advC     []string
-		advID    []int64
 	)
 	for _, it := range r.items {
 		if !it.runs() {
@@ -576,12 +573,6 @@ func (r *batchRun) finish(ctx context.Context) error {
 				results = append(results, nil)
 			}
 		}
-		if k := len(advC); k > 0 && advC[k-1] == it.req.ClientID {
-			advID[k-1] = it.req.MutationID
-		} else {
-			advC = append(advC, it.req.ClientID)
-			advID = append(advID, it.req.MutationID)
-		}
 	}
 	if err := r.settleAborted(ctx); err != nil {
 		return err
@@ -592,7 +583,6 @@ func (r *batchRun) finish(ctx context.Context) error {
 	}
 	if len(clients) > 0 {
 		b.Queue(sqlRecordBatch, clients, ids, orgs, statuses, codes, messages, results)
-		b.Queue(sqlAdvanceBatch, advC, advID)
 	}
 	b.Queue("COMMIT")
 	type rec struct {
@@ -624,9 +614,6 @@ func (r *batchRun) finish(ctx context.Context) error {
 			}
 			rows.Close()
 			if err := rows.Err(); err != nil {
-				return err
-			}
-			if _, err := br.Exec(); err != nil {
 				return err
 			}
 		}
