@@ -2,6 +2,8 @@ package migrations_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -213,4 +215,103 @@ func TestUpgradeKeepsWriterState(t *testing.T) {
 	if got := queryString(t, conn, `SELECT string_agg(o_expected::text, ',' ORDER BY o_ord) FROM ripple.begin_mutations('{c1,c2}', '{5,2}')`); got != "5,2" {
 		t.Fatalf("begin_mutations after the upgrade = %q, want 5,2", got)
 	}
+}
+
+// TestClaimMutationsConcurrent runs groups of overlapping clients, new ones
+// among them, from several connections at once: no group deadlocks on the
+// clients' rows, and each client's last_mutation_id ends at the number of
+// its mutations that were claimed to run and committed.
+func TestClaimMutationsConcurrent(t *testing.T) {
+	ctx := testCtx(t)
+	conn, url := newDB(t)
+	if err := migrations.Migrate(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	const workers, rounds, clients = 6, 40, 8
+	ran := make([]map[string]int64, workers)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		c := connect(t, url)
+		ran[w] = map[string]int64{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[w] = claimRounds(ctx, c, w, rounds, clients, ran[w])
+		}()
+	}
+	wg.Wait()
+	want := map[string]int64{}
+	for w, err := range errs {
+		if err != nil {
+			t.Fatalf("worker %d: %v", w, err)
+		}
+		for k, n := range ran[w] {
+			want[k] += n
+		}
+	}
+	for k, n := range want {
+		if got := queryString(t, conn, "SELECT last_mutation_id::text FROM ripple.clients WHERE client_id = $1", k); got != strconv.FormatInt(n, 10) {
+			t.Errorf("client %s: last_mutation_id %s, want %d (mutations claimed to run and committed)", k, got, n)
+		}
+	}
+}
+
+// claimRounds claims, in each of its transactions, the next id of a few
+// clients (worker-dependent, in varying order) as read without a lock, so
+// that some are out of order by the time the rows are locked. It counts the
+// mutations claimed to run in the transactions it commits (every other
+// one).
+func claimRounds(ctx context.Context, c *pgx.Conn, w, rounds, clients int, ran map[string]int64) error {
+	for r := range rounds {
+		var ids []string
+		var mids []int64
+		for i := range 3 {
+			k := "k" + strconv.Itoa((w*7+r*(i+1)*3)%clients)
+			if slices.Contains(ids, k) {
+				continue
+			}
+			var last int64
+			if err := c.QueryRow(ctx, "SELECT coalesce((SELECT last_mutation_id FROM ripple.clients WHERE client_id = $1), 0)", k).Scan(&last); err != nil {
+				return err
+			}
+			ids, mids = append(ids, k), append(mids, last+1)
+		}
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, "SELECT o_ord, o_expected, o_status FROM ripple.claim_mutations($1::text[], $2::bigint[])", ids, mids)
+		if err != nil {
+			return err
+		}
+		runs := map[string]int64{}
+		for rows.Next() {
+			var ord int32
+			var expected int64
+			var status *string
+			if err := rows.Scan(&ord, &expected, &status); err != nil {
+				return err
+			}
+			if status == nil && expected == mids[ord-1] {
+				runs[ids[ord-1]]++
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("round %d: %w", r, err)
+		}
+		if r%2 == 1 {
+			if err := tx.Rollback(ctx); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return err
+		}
+		for k, n := range runs {
+			ran[k] += n
+		}
+	}
+	return nil
 }
