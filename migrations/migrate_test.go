@@ -211,9 +211,29 @@ func TestUpgradeKeepsWriterState(t *testing.T) {
 			}
 		})
 	}
-	// Writers of version 2 keep working next to version 3 ones.
+	// Writers of version 2 keep working next to later ones: their
+	// transactions (bookkeeping call, records with jsonb results one by one
+	// and in batches, the advance) still go through.
+	exec(t, conn, "BEGIN")
 	if got := queryString(t, conn, `SELECT string_agg(o_expected::text, ',' ORDER BY o_ord) FROM ripple.begin_mutations('{c1,c2}', '{5,2}')`); got != "5,2" {
+		exec(t, conn, "ROLLBACK")
 		t.Fatalf("begin_mutations after the upgrade = %q, want 5,2", got)
+	}
+	exec(t, conn, `INSERT INTO ripple.mutations (client_id, mutation_id, org, status, code, message, result)
+		VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb) RETURNING ripple_xid::text, result::text`,
+		"c1", 5, "acme", "applied", nil, nil, `{"b":1,"a":2}`)
+	exec(t, conn, `INSERT INTO ripple.mutations (client_id, mutation_id, org, status, code, message, result)
+		SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]::jsonb[])
+		RETURNING client_id, mutation_id, ripple_xid::text, result::text`,
+		[]string{"c2"}, []int64{2}, []string{"acme"}, []string{"applied"}, []*string{nil}, []*string{nil}, []string{`[1]`})
+	exec(t, conn, `UPDATE ripple.clients c SET last_mutation_id = v.id, updated_at = now()
+		FROM unnest($1::text[], $2::bigint[]) AS v(client_id, id) WHERE c.client_id = v.client_id`, []string{"c1", "c2"}, []int64{5, 2})
+	exec(t, conn, "COMMIT")
+	exec(t, conn, "BEGIN")
+	got := queryString(t, conn, claim, []string{"c1", "c2"}, []int64{5, 2})
+	exec(t, conn, "ROLLBACK")
+	if want := `1 6 applied {"a": 2, "b": 1}; 2 3 applied [1]`; got != want {
+		t.Fatalf("records of an earlier writer read back as %q, want %q", got, want)
 	}
 }
 

@@ -27,7 +27,7 @@ const maxBatch = 64
 // Statements of a batch (see doc.go, "Group commit").
 const (
 	sqlRecordBatch = `INSERT INTO ripple.mutations (client_id, mutation_id, org, status, code, message, result)
-SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]::jsonb[])
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]::json[])
 RETURNING client_id, mutation_id, ripple_xid::text, result::text`
 )
 

@@ -22,7 +22,7 @@ import (
 const (
 	sqlBegin  = `SELECT o_ord, o_expected, o_status, o_code, o_message, o_result, o_xid FROM ripple.claim_mutations($1::text[], $2::bigint[])`
 	sqlRecord = `INSERT INTO ripple.mutations (client_id, mutation_id, org, status, code, message, result)
-VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb) RETURNING ripple_xid::text, result::text`
+VALUES ($1, $2, $3, $4, $5, $6, $7::text::json) RETURNING ripple_xid::text, result::text`
 )
 
 // maxClientIDLen bounds client ids (they are primary key values).
