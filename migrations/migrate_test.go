@@ -147,7 +147,7 @@ func TestVersionInsideTransaction(t *testing.T) {
 // TestUpgradeKeepsWriterState builds a database of version 2 holding the
 // bookkeeping of a writer of that version (ripple.begin_mutations, records,
 // the advance of last_mutation_id), upgrades it and checks that
-// ripple.claim_mutations (version 3) carries on from that state: recorded
+// ripple.begin_mutations with p_advance (version 3) carries on from that state: recorded
 // mutations are answered with their records, the next id follows on, and
 // the advance commits or rolls back with the transaction.
 func TestUpgradeKeepsWriterState(t *testing.T) {
@@ -175,7 +175,7 @@ func TestUpgradeKeepsWriterState(t *testing.T) {
 		t.Fatalf("Version = %d, %v; want %d", v, err, migrations.LatestVersion())
 	}
 	const claim = `SELECT string_agg(concat_ws(' ', o_ord, o_expected, coalesce(o_status, '-'), o_code, o_result), '; ' ORDER BY o_ord)
-		FROM ripple.claim_mutations($1::text[], $2::bigint[])`
+		FROM ripple.begin_mutations($1::text[], $2::bigint[], true)`
 	const last = `SELECT coalesce(string_agg(client_id || '=' || last_mutation_id, ' ' ORDER BY client_id), '') FROM ripple.clients`
 	tests := []struct {
 		name      string
@@ -199,7 +199,7 @@ func TestUpgradeKeepsWriterState(t *testing.T) {
 			exec(t, conn, "BEGIN")
 			if got := queryString(t, conn, claim, tt.clients, tt.ids); got != tt.want {
 				exec(t, conn, "ROLLBACK")
-				t.Fatalf("claim_mutations(%v, %v) = %q, want %q", tt.clients, tt.ids, got, tt.want)
+				t.Fatalf("begin_mutations(%v, %v, true) = %q, want %q", tt.clients, tt.ids, got, tt.want)
 			}
 			if tt.commit {
 				exec(t, conn, "COMMIT")
@@ -219,6 +219,10 @@ func TestUpgradeKeepsWriterState(t *testing.T) {
 		exec(t, conn, "ROLLBACK")
 		t.Fatalf("begin_mutations after the upgrade = %q, want 5,2", got)
 	}
+	if got := queryString(t, conn, last); got != "c1=4 c2=1" {
+		exec(t, conn, "ROLLBACK")
+		t.Fatalf("begin_mutations without p_advance changed ripple.clients to %q", got)
+	}
 	exec(t, conn, `INSERT INTO ripple.mutations (client_id, mutation_id, org, status, code, message, result)
 		VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb) RETURNING ripple_xid::text, result::text`,
 		"c1", 5, "acme", "applied", nil, nil, `{"b":1,"a":2}`)
@@ -237,11 +241,11 @@ func TestUpgradeKeepsWriterState(t *testing.T) {
 	}
 }
 
-// TestClaimMutationsConcurrent runs groups of overlapping clients, new ones
-// among them, from several connections at once: no group deadlocks on the
-// clients' rows, and each client's last_mutation_id ends at the number of
+// TestBeginMutationsConcurrent runs groups of overlapping clients, new ones
+// among them, from several connections at once, as writers of version 3 and
+// of version 2 do: no group deadlocks on the clients' rows, and each client's last_mutation_id ends at the number of
 // its mutations that were claimed to run and committed.
-func TestClaimMutationsConcurrent(t *testing.T) {
+func TestBeginMutationsConcurrent(t *testing.T) {
 	ctx := testCtx(t)
 	conn, url := newDB(t)
 	if err := migrations.Migrate(ctx, conn); err != nil {
@@ -257,7 +261,7 @@ func TestClaimMutationsConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[w] = claimRounds(ctx, c, w, rounds, clients, ran[w])
+			errs[w] = beginRounds(ctx, c, w, rounds, clients, ran[w])
 		}()
 	}
 	wg.Wait()
@@ -277,12 +281,14 @@ func TestClaimMutationsConcurrent(t *testing.T) {
 	}
 }
 
-// claimRounds claims, in each of its transactions, the next id of a few
+// beginRounds claims, in each of its transactions, the next id of a few
 // clients (worker-dependent, in varying order) as read without a lock, so
-// that some are out of order by the time the rows are locked. It counts the
+// that some are out of order by the time the rows are locked. Every third
+// worker does it as a writer of version 2 does (begin_mutations without
+// p_advance, then its own UPDATE of ripple.clients). It counts the
 // mutations claimed to run in the transactions it commits (every other
 // one).
-func claimRounds(ctx context.Context, c *pgx.Conn, w, rounds, clients int, ran map[string]int64) error {
+func beginRounds(ctx context.Context, c *pgx.Conn, w, rounds, clients int, ran map[string]int64) error {
 	for r := range rounds {
 		var ids []string
 		var mids []int64
@@ -301,7 +307,8 @@ func claimRounds(ctx context.Context, c *pgx.Conn, w, rounds, clients int, ran m
 		if err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, "SELECT o_ord, o_expected, o_status FROM ripple.claim_mutations($1::text[], $2::bigint[])", ids, mids)
+		v2 := w%3 == 2
+		rows, err := tx.Query(ctx, "SELECT o_ord, o_expected, o_status FROM ripple.begin_mutations($1::text[], $2::bigint[], $3)", ids, mids, !v2)
 		if err != nil {
 			return err
 		}
@@ -319,6 +326,15 @@ func claimRounds(ctx context.Context, c *pgx.Conn, w, rounds, clients int, ran m
 		}
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("round %d: %w", r, err)
+		}
+		if v2 {
+			for i, k := range ids {
+				if runs[k] > 0 {
+					if _, err := tx.Exec(ctx, "UPDATE ripple.clients SET last_mutation_id = $2, updated_at = now() WHERE client_id = $1", k, mids[i]); err != nil {
+						return err
+					}
+				}
+			}
 		}
 		if r%2 == 1 {
 			if err := tx.Rollback(ctx); err != nil {

@@ -151,7 +151,7 @@ type item struct {
 	// force is a rejection to record without running the mutator.
 	force *Rejection
 
-	// From ripple.claim_mutations.
+	// From ripple.begin_mutations.
 	expected int64
 	stored   *storedRow
 
@@ -330,7 +330,7 @@ func (w *Writer) execBatch(ctx context.Context, items []*item) (err error) {
 			}
 			if ord < 1 || int(ord) > len(items) {
 				rows.Close()
-				return fmt.Errorf("ripple.claim_mutations answered position %d of %d", ord, len(items))
+				return fmt.Errorf("ripple.begin_mutations answered position %d of %d", ord, len(items))
 			}
 			it := items[ord-1]
 			it.expected = expected
@@ -345,7 +345,7 @@ func (w *Writer) execBatch(ctx context.Context, items []*item) (err error) {
 			return err
 		}
 		if seen != len(items) {
-			return fmt.Errorf("ripple.claim_mutations answered %d rows for %d mutations", seen, len(items))
+			return fmt.Errorf("ripple.begin_mutations answered %d rows for %d mutations", seen, len(items))
 		}
 		if fast {
 			return run.readFast(br, queued)
@@ -493,7 +493,7 @@ func (it *item) setResult(res any) error {
 
 // finish settles the remaining items (interactive mutators, further
 // pipelines after a rollback), then records every decided mutation and
-// commits: the last round trip (ripple.claim_mutations advanced the clients
+// commits: the last round trip (ripple.begin_mutations advanced the clients
 // in the first).
 func (r *batchRun) finish(ctx context.Context) error {
 	for {

@@ -120,7 +120,7 @@ func benchMutations(b *testing.B, e *env) {
 		d := fanOut(b, n, func(client string, seq int64) error {
 			b1 := &pgx.Batch{}
 			b1.Queue("BEGIN")
-			b1.Queue(`SELECT o_ord, o_expected, o_status, o_code, o_message, o_result, o_xid FROM ripple.claim_mutations($1::text[], $2::bigint[])`,
+			b1.Queue(`SELECT o_ord, o_expected, o_status, o_code, o_message, o_result, o_xid FROM ripple.begin_mutations($1::text[], $2::bigint[], true)`,
 				[]string{client}, []int64{seq})
 			b1.Queue("SAVEPOINT mutation")
 			b1.Queue(`INSERT INTO todos (id, org, title, n) VALUES ($1::text::text, $2::text::text, $3::text::text, $4::text::int8) RETURNING id::text, org::text, title::text, n::text`,

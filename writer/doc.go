@@ -15,12 +15,12 @@
 //
 // A request (client_id, mutation_id) runs in a transaction:
 //
-//  1. BEGIN; SELECT ... FROM ripple.claim_mutations(client_ids, mutation_ids)
-//     (migrations/sql/0003_writer_claim_mutations.sql): in one call it makes
-//     sure the client's row of ripple.clients exists and locks it (FOR
-//     UPDATE), answers the id expected next and the recorded outcome of the
-//     mutation, if any, and, when the mutation is to run (steps 4 and 5),
-//     advances the client's last_mutation_id to it. The row lock serialises
+//  1. BEGIN; SELECT ... FROM ripple.begin_mutations(client_ids, mutation_ids,
+//     true) (migrations/sql/0003_writer_begin_mutations_advance.sql): in one
+//     call it makes sure the client's row of ripple.clients exists and
+//     locks it (FOR UPDATE), answers the id expected next and the recorded
+//     outcome of the mutation, if any, and, when the mutation is to run
+//     (steps 4 and 5), advances the client's last_mutation_id to it. The row lock serialises
 //     one client's mutations across every writer. The advance is part of
 //     the transaction: it commits with the mutation's record or not at all.
 //  2. If ripple.mutations already holds (client_id, mutation_id), the stored
@@ -57,7 +57,7 @@
 // (at least one, at most MaxBatch) as soon as its previous batch finished;
 // there is no added delay, so a lone mutation runs alone.
 //
-// A batch is sorted by (client_id, mutation_id): ripple.claim_mutations
+// A batch is sorted by (client_id, mutation_id): ripple.begin_mutations
 // locks the clients' rows in that order (two batches, of one writer or of
 // several, that share clients cannot deadlock on them, and a client's row
 // stays locked until the batch commits, so other writers' transactions for

@@ -13,14 +13,14 @@ import (
 )
 
 // Statements of the exactly-once protocol (see doc.go). sqlBegin is the
-// bookkeeping function of migrations/sql/0003_writer_claim_mutations.sql: it
-// makes sure the clients' rows exist, locks them in client_id order,
+// bookkeeping function of migrations/sql/0003_writer_begin_mutations_advance.sql:
+// it makes sure the clients' rows exist, locks them in client_id order,
 // answers, per mutation, the id expected at that point and the recorded
-// outcome if there is one, and advances each client's last_mutation_id past
-// the mutations to run (the writer records every one of them, or rolls the
-// transaction back).
+// outcome if there is one, and (p_advance) advances each client's
+// last_mutation_id past the mutations to run (the writer records every one
+// of them, or rolls the transaction back).
 const (
-	sqlBegin  = `SELECT o_ord, o_expected, o_status, o_code, o_message, o_result, o_xid FROM ripple.claim_mutations($1::text[], $2::bigint[])`
+	sqlBegin  = `SELECT o_ord, o_expected, o_status, o_code, o_message, o_result, o_xid FROM ripple.begin_mutations($1::text[], $2::bigint[], true)`
 	sqlRecord = `INSERT INTO ripple.mutations (client_id, mutation_id, org, status, code, message, result)
 VALUES ($1, $2, $3, $4, $5, $6, $7::text::json) RETURNING ripple_xid::text, result::text`
 )

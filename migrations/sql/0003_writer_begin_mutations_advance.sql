@@ -1,15 +1,17 @@
 -- Ripple's own objects, version 3: the writer's bookkeeping in fewer
--- statements. Applied by migrations.Migrate inside one transaction that holds
--- Ripple's advisory lock; never edit an applied file, add a new one.
+-- statements. Applied by migrations.Migrate inside one transaction that
+-- holds Ripple's advisory lock; never edit an applied file, add a new one.
 
--- ripple.claim_mutations is ripple.begin_mutations (version 2) that also
--- advances the clients' last_mutation_id, in the same call: the caller
--- records every mutation it answers "to run" (applied or rejected) in the
--- same transaction, or rolls the transaction back, so the id can advance as
--- soon as the group's mutations are known. This saves the writer a separate
--- UPDATE of ripple.clients (and its round trip) per transaction.
--- ripple.begin_mutations stays, unchanged, for writers of earlier versions:
--- both lock the same rows, so old and new writers can share a database.
+-- ripple.begin_mutations (version 2) gets a third argument, p_advance
+-- (default false, so that writers of earlier versions, which call it with
+-- two, get what they always got). With p_advance true it also advances the
+-- clients' last_mutation_id, in the same call: the caller records every
+-- mutation it is told to run (applied or rejected) in the same transaction,
+-- or rolls the transaction back, so the ids can advance as soon as the
+-- group's mutations are known, and the writer needs no UPDATE of
+-- ripple.clients of its own. And it takes each client's lock first and
+-- creates its row only when it is missing (version 2 tried to create the
+-- row every time).
 --
 -- Element i of p_client_ids and p_mutation_ids is one mutation; the pairs
 -- must be distinct. For every client named, in client_id order (so two
@@ -25,14 +27,17 @@
 -- arrays), in (client_id, mutation_id) order:
 --   o_expected  the mutation id the client's next mutation must have at this
 --               point of the group, counting the earlier mutations of the
---               same client in the group that are in order;
+--               same client in the group that are in order (the caller
+--               records every one of them, applied or rejected);
 --   o_status .. o_xid  the recorded outcome when ripple.mutations already
 --               holds this mutation (NULL o_status otherwise).
 -- A mutation is to be run when o_status is NULL and its id equals
 -- o_expected; one with a recorded outcome is answered with it; any other is
--- out of order. When it returns, each client's last_mutation_id is the id of
--- its last mutation to run (unchanged when none is).
-CREATE FUNCTION ripple.claim_mutations(p_client_ids text[], p_mutation_ids bigint[])
+-- out of order. With p_advance, when it returns, each client's
+-- last_mutation_id is the id of its last mutation to run (unchanged when
+-- none is).
+DROP FUNCTION ripple.begin_mutations(text[], bigint[]);
+CREATE FUNCTION ripple.begin_mutations(p_client_ids text[], p_mutation_ids bigint[], p_advance boolean DEFAULT false)
 RETURNS TABLE (o_ord integer, o_expected bigint, o_status text, o_code text,
                o_message text, o_result text, o_xid text)
 LANGUAGE plpgsql AS $$
@@ -43,7 +48,7 @@ DECLARE
     r        record;
 BEGIN
     IF coalesce(array_length(p_client_ids, 1), 0) <> coalesce(array_length(p_mutation_ids, 1), 0) THEN
-        RAISE EXCEPTION 'ripple.claim_mutations: % client ids but % mutation ids',
+        RAISE EXCEPTION 'ripple.begin_mutations: % client ids but % mutation ids',
             coalesce(array_length(p_client_ids, 1), 0), coalesce(array_length(p_mutation_ids, 1), 0)
             USING ERRCODE = '22023';
     END IF;
@@ -53,7 +58,7 @@ BEGIN
         ORDER BY t.cid, t.mid, t.ord
     LOOP
         IF v_client IS DISTINCT FROM r.cid THEN
-            IF v_next - 1 > v_last THEN
+            IF p_advance AND v_next - 1 > v_last THEN
                 UPDATE ripple.clients SET last_mutation_id = v_next - 1, updated_at = now()
                 WHERE client_id = v_client;
             END IF;
@@ -78,7 +83,7 @@ BEGIN
         END IF;
         RETURN NEXT;
     END LOOP;
-    IF v_next - 1 > v_last THEN
+    IF p_advance AND v_next - 1 > v_last THEN
         UPDATE ripple.clients SET last_mutation_id = v_next - 1, updated_at = now()
         WHERE client_id = v_client;
     END IF;
