@@ -9,19 +9,24 @@
 -- mutation it is told to run (applied or rejected) in the same transaction,
 -- or rolls the transaction back, so the ids can advance as soon as the
 -- group's mutations are known, and the writer needs no UPDATE of
--- ripple.clients of its own. And it takes each client's lock first and
--- creates its row only when it is missing (version 2 tried to create the
--- row every time).
+-- ripple.clients of its own. And it creates a client's row only when it is
+-- missing (version 2 tried to create it every time).
 --
 -- Element i of p_client_ids and p_mutation_ids is one mutation; the pairs
 -- must be distinct. For every client named, in client_id order (so two
 -- groups that share clients cannot deadlock on these rows), it locks the
 -- client's row of ripple.clients (FOR UPDATE; creating it first when the
 -- client is new). The lock serialises one client's mutations across every
--- writer until the transaction ends. Each client costs two simple
--- statements (lock, advance); a set-based form of the whole group (window
--- functions over the arrays) measured slower: Postgres planned it again at
--- every call for small groups.
+-- writer until the transaction ends. With p_advance, when a client's first
+-- mutation of the group is the one after its last (the usual case), one
+-- UPDATE takes the lock and advances the row at once (UPDATE ... WHERE
+-- last_mutation_id = that id - 1), and a second one advances it past the
+-- client's further mutations of the group, if any; only otherwise (a retry,
+-- an id ahead, a new client, a row another transaction is advancing) is the
+-- row locked and read first. Clients are handled one at a time, in order:
+-- a set-based form of the whole group (window functions over the arrays)
+-- measured slower, as Postgres planned it again at every call for small
+-- groups.
 --
 -- It returns one row per mutation (o_ord is its 1-based position in the
 -- arrays), in (client_id, mutation_id) order:
@@ -44,6 +49,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_client text;   -- the client of the rows being answered
     v_last   bigint; -- its last_mutation_id before this call
+    v_set    bigint; -- its last_mutation_id now
     v_next   bigint; -- the id its next mutation must have
     r        record;
 BEGIN
@@ -58,15 +64,29 @@ BEGIN
         ORDER BY t.cid, t.mid, t.ord
     LOOP
         IF v_client IS DISTINCT FROM r.cid THEN
-            IF p_advance AND v_next - 1 > v_last THEN
+            IF p_advance AND v_next - 1 <> v_set THEN
                 UPDATE ripple.clients SET last_mutation_id = v_next - 1, updated_at = now()
                 WHERE client_id = v_client;
             END IF;
             v_client := r.cid;
-            SELECT cl.last_mutation_id INTO v_last FROM ripple.clients cl WHERE cl.client_id = r.cid FOR UPDATE;
-            IF NOT FOUND THEN
-                INSERT INTO ripple.clients (client_id) VALUES (r.cid) ON CONFLICT DO NOTHING;
+            v_last := NULL;
+            IF p_advance THEN
+                -- Usually the client's first mutation here is the next one:
+                -- then one UPDATE both locks the row and advances it.
+                UPDATE ripple.clients SET last_mutation_id = r.mid, updated_at = now()
+                WHERE client_id = r.cid AND last_mutation_id = r.mid - 1;
+                IF FOUND THEN
+                    v_last := r.mid - 1;
+                    v_set := r.mid;
+                END IF;
+            END IF;
+            IF v_last IS NULL THEN
                 SELECT cl.last_mutation_id INTO v_last FROM ripple.clients cl WHERE cl.client_id = r.cid FOR UPDATE;
+                IF NOT FOUND THEN
+                    INSERT INTO ripple.clients (client_id) VALUES (r.cid) ON CONFLICT DO NOTHING;
+                    SELECT cl.last_mutation_id INTO v_last FROM ripple.clients cl WHERE cl.client_id = r.cid FOR UPDATE;
+                END IF;
+                v_set := v_last;
             END IF;
             v_next := v_last + 1;
         END IF;
@@ -83,7 +103,7 @@ BEGIN
         END IF;
         RETURN NEXT;
     END LOOP;
-    IF p_advance AND v_next - 1 > v_last THEN
+    IF p_advance AND v_next - 1 <> v_set THEN
         UPDATE ripple.clients SET last_mutation_id = v_next - 1, updated_at = now()
         WHERE client_id = v_client;
     END IF;
