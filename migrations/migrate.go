@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -141,6 +142,12 @@ func Migrate(ctx context.Context, conn *pgx.Conn) error {
 
 // migrateTx is Migrate inside a caller's transaction.
 func migrateTx(ctx context.Context, tx execer) error {
+	return migrateTxTo(ctx, tx, math.MaxInt)
+}
+
+// migrateTxTo applies the migrations up to version last only (tests of
+// upgrades from earlier versions).
+func migrateTxTo(ctx context.Context, tx execer, last int) error {
 	ms, err := loadMigrations()
 	if err != nil {
 		return err
@@ -173,7 +180,7 @@ CREATE TABLE IF NOT EXISTS ripple.schema_migrations (
 		applied[int(v)] = true
 	}
 	for _, m := range ms {
-		if applied[m.version] {
+		if applied[m.version] || m.version > last {
 			continue
 		}
 		if _, err := tx.Exec(ctx, m.sql); err != nil {

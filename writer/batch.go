@@ -27,10 +27,8 @@ const maxBatch = 64
 // Statements of a batch (see doc.go, "Group commit").
 const (
 	sqlRecordBatch = `INSERT INTO ripple.mutations (client_id, mutation_id, org, status, code, message, result)
-SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]::jsonb[])
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]::json[])
 RETURNING client_id, mutation_id, ripple_xid::text, result::text`
-	sqlAdvanceBatch = `UPDATE ripple.clients c SET last_mutation_id = v.id, updated_at = now()
-FROM unnest($1::text[], $2::bigint[]) AS v(client_id, id) WHERE c.client_id = v.client_id`
 )
 
 // pending is a request waiting in a lane for its batch.
@@ -494,8 +492,9 @@ func (it *item) setResult(res any) error {
 }
 
 // finish settles the remaining items (interactive mutators, further
-// pipelines after a rollback), then records every decided mutation,
-// advances the clients and commits: the last round trip.
+// pipelines after a rollback), then records every decided mutation and
+// commits: the last round trip (ripple.begin_mutations advanced the clients
+// in the first).
 func (r *batchRun) finish(ctx context.Context) error {
 	for {
 		i := r.firstUndecided()
@@ -533,7 +532,7 @@ func (r *batchRun) finish(ctx context.Context) error {
 		}
 	}
 
-	// Record, advance, commit.
+	// Record, commit.
 	n := len(r.items)
 	var (
 		clients  = make([]string, 0, n)
@@ -543,8 +542,6 @@ func (r *batchRun) finish(ctx context.Context) error {
 		codes    = make([]*string, 0, n)
 		messages = make([]*string, 0, n)
 		results  = make([]*string, 0, n)
-		advC     []string
-		advID    []int64
 	)
 	for _, it := range r.items {
 		if !it.runs() {
@@ -576,12 +573,6 @@ func (r *batchRun) finish(ctx context.Context) error {
 				results = append(results, nil)
 			}
 		}
-		if k := len(advC); k > 0 && advC[k-1] == it.req.ClientID {
-			advID[k-1] = it.req.MutationID
-		} else {
-			advC = append(advC, it.req.ClientID)
-			advID = append(advID, it.req.MutationID)
-		}
 	}
 	if err := r.settleAborted(ctx); err != nil {
 		return err
@@ -592,7 +583,6 @@ func (r *batchRun) finish(ctx context.Context) error {
 	}
 	if len(clients) > 0 {
 		b.Queue(sqlRecordBatch, clients, ids, orgs, statuses, codes, messages, results)
-		b.Queue(sqlAdvanceBatch, advC, advID)
 	}
 	b.Queue("COMMIT")
 	type rec struct {
@@ -624,9 +614,6 @@ func (r *batchRun) finish(ctx context.Context) error {
 			}
 			rows.Close()
 			if err := rows.Err(); err != nil {
-				return err
-			}
-			if _, err := br.Exec(); err != nil {
 				return err
 			}
 		}

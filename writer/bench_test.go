@@ -120,9 +120,8 @@ func benchMutations(b *testing.B, e *env) {
 		d := fanOut(b, n, func(client string, seq int64) error {
 			b1 := &pgx.Batch{}
 			b1.Queue("BEGIN")
-			b1.Queue(`INSERT INTO ripple.clients (client_id) VALUES ($1) ON CONFLICT DO NOTHING`, client)
-			b1.Queue(`SELECT last_mutation_id FROM ripple.clients WHERE client_id = $1 FOR UPDATE`, client)
-			b1.Queue(`SELECT status FROM ripple.mutations WHERE client_id = $1 AND mutation_id = $2`, client, seq)
+			b1.Queue(`SELECT o_ord, o_expected, o_status, o_code, o_message, o_result, o_xid FROM ripple.begin_mutations($1::text[], $2::bigint[], true)`,
+				[]string{client}, []int64{seq})
 			b1.Queue("SAVEPOINT mutation")
 			b1.Queue(`INSERT INTO todos (id, org, title, n) VALUES ($1::text::text, $2::text::text, $3::text::text, $4::text::int8) RETURNING id::text, org::text, title::text, n::text`,
 				fmt.Sprintf("%s-%d", client, seq), "acme", "t", strconv.FormatInt(seq, 10))
@@ -136,7 +135,6 @@ func benchMutations(b *testing.B, e *env) {
 			}
 			b2 := &pgx.Batch{}
 			b2.Queue(`INSERT INTO ripple.mutations (client_id, mutation_id, org, status, result) VALUES ($1, $2, 'acme', 'applied', '{}') RETURNING ripple_xid::text`, client, seq)
-			b2.Queue(`UPDATE ripple.clients SET last_mutation_id = $2, updated_at = now() WHERE client_id = $1`, client, seq)
 			b2.Queue("COMMIT")
 			return conn.SendBatch(ctx, b2).Close()
 		})

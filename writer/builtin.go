@@ -41,9 +41,12 @@ func parseBuiltin(args json.RawMessage, need ...string) (builtinArgs, map[string
 			return a, nil, Reject(CodeInvalidArgument, "args: unexpected field %q", k)
 		}
 	}
-	if err := json.Unmarshal(args, &a); err != nil {
-		return a, nil, Reject(CodeInvalidArgument, "args: %v", err)
+	if t, ok := fields["table"]; ok {
+		if err := json.Unmarshal(t, &a.Table); err != nil {
+			return a, nil, Reject(CodeInvalidArgument, "args.table: %v", err)
+		}
 	}
+	a.Row, a.Key, a.Set = fields["row"], fields["key"], fields["set"]
 	if a.Table == "" {
 		return a, nil, Reject(CodeInvalidArgument, "args: table is missing")
 	}

@@ -15,12 +15,14 @@
 //
 // A request (client_id, mutation_id) runs in a transaction:
 //
-//  1. BEGIN; SELECT ... FROM ripple.begin_mutations(client_ids, mutation_ids)
-//     (migrations/sql/0002_writer_begin_mutations.sql): in one call it makes
-//     sure the client's row of ripple.clients exists and locks it (FOR
-//     UPDATE), and answers the id expected next and the recorded outcome of
-//     the mutation, if any. The row lock serialises one client's mutations
-//     across every writer.
+//  1. BEGIN; SELECT ... FROM ripple.begin_mutations(client_ids, mutation_ids,
+//     true) (migrations/sql/0003_writer_begin_mutations_advance.sql): in one
+//     call it makes sure the client's row of ripple.clients exists and
+//     locks it (FOR UPDATE), answers the id expected next and the recorded
+//     outcome of the mutation, if any, and, when the mutation is to run
+//     (steps 4 and 5), advances the client's last_mutation_id to it. The row lock serialises
+//     one client's mutations across every writer. The advance is part of
+//     the transaction: it commits with the mutation's record or not at all.
 //  2. If ripple.mutations already holds (client_id, mutation_id), the stored
 //     reply is sent again (same status, code, message, result and xid) and
 //     nothing changes: a retry after a lost reply is harmless.
@@ -30,18 +32,17 @@
 //     the client sends the missing mutations first and then this one again,
 //     keeping its optimistic state.
 //  4. Otherwise the mutator runs under a savepoint. On success the mutation
-//     is recorded as applied with its result, last_mutation_id advances and
-//     the transaction commits; the reply carries the recording transaction's
+//     is recorded as applied with its result and the transaction commits; the reply carries the recording transaction's
 //     id (ripple_xid = pg_current_xact_id()), so the client can recognise
 //     the commit in the stream that makes its write part of synced data.
 //  5. On a rejection the transaction rolls back to the savepoint (nothing of
-//     the mutation stays), records the rejection, advances last_mutation_id
-//     and commits: a retry gets the same rejection.
+//     the mutation stays), records the rejection and commits: a retry gets
+//     the same rejection. Any other failure rolls the whole transaction back,
+//     the advance of step 1 with it.
 //
 // Step 1 (and, for a built-in mutator whose table metadata is cached, the
 // write itself, under the savepoint) travels to the database in one
-// pipelined round trip; the record, the advance of last_mutation_id and the
-// COMMIT in a second one. A write sent early for a mutation that turns out
+// pipelined round trip; the record and the COMMIT in a second one. A write sent early for a mutation that turns out
 // to be recorded already or out of order is rolled back.
 //
 // # Group commit
@@ -73,7 +74,7 @@
 // savepoint (its rejection recorded) and the writes queued after it are sent
 // again. Custom mutators (and built-ins whose metadata is not cached) run
 // interactively under their savepoints. A last round trip records every
-// mutation (one INSERT of all records), advances every client (one UPDATE)
+// mutation (one INSERT of all records; the clients advanced in the first)
 // and commits; only then are the replies sent. Every mutation of a batch is
 // recorded with the batch's xid, and the client recognises its confirmation
 // by its own record in that commit, as for a transaction of one.

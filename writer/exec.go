@@ -13,15 +13,16 @@ import (
 )
 
 // Statements of the exactly-once protocol (see doc.go). sqlBegin is the
-// bookkeeping function of migrations/sql/0002_writer_begin_mutations.sql: it
-// makes sure the clients' rows exist, locks them in client_id order and
+// bookkeeping function of migrations/sql/0003_writer_begin_mutations_advance.sql:
+// it makes sure the clients' rows exist, locks them in client_id order,
 // answers, per mutation, the id expected at that point and the recorded
-// outcome if there is one.
+// outcome if there is one, and (p_advance) advances each client's
+// last_mutation_id past the mutations to run (the writer records every one
+// of them, or rolls the transaction back).
 const (
-	sqlBegin  = `SELECT o_ord, o_expected, o_status, o_code, o_message, o_result, o_xid FROM ripple.begin_mutations($1::text[], $2::bigint[])`
+	sqlBegin  = `SELECT o_ord, o_expected, o_status, o_code, o_message, o_result, o_xid FROM ripple.begin_mutations($1::text[], $2::bigint[], true)`
 	sqlRecord = `INSERT INTO ripple.mutations (client_id, mutation_id, org, status, code, message, result)
-VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb) RETURNING ripple_xid::text, result::text`
-	sqlAdvance = `UPDATE ripple.clients SET last_mutation_id = $2, updated_at = now() WHERE client_id = $1`
+VALUES ($1, $2, $3, $4, $5, $6, $7::text::json) RETURNING ripple_xid::text, result::text`
 )
 
 // maxClientIDLen bounds client ids (they are primary key values).
@@ -239,7 +240,6 @@ func (w *Writer) attempt(ctx context.Context, req schema.MutationRequest, m Muta
 		}
 	}
 	b.Queue(sqlRecord, req.ClientID, req.MutationID, org, status, code, message, resultText)
-	b.Queue(sqlAdvance, req.ClientID, req.MutationID)
 	b.Queue("COMMIT")
 	var xid string
 	var recorded *string
@@ -252,9 +252,6 @@ func (w *Writer) attempt(ctx context.Context, req schema.MutationRequest, m Muta
 			}
 		}
 		if err := br.QueryRow().Scan(&xid, &recorded); err != nil {
-			return err
-		}
-		if _, err := br.Exec(); err != nil {
 			return err
 		}
 		tag, err := br.Exec()

@@ -119,9 +119,15 @@ func (c *tableCache) build(ctx context.Context, q querier, d *schema.TableDef) (
 		// The type's output function, as replication and catch-up see the
 		// value: a cast to text differs for some types (bool gives
 		// "true", inet adds the netmask, char(n) drops trailing blanks).
-		// format('%s') calls the output function but turns NULL into ''.
+		// format('%s') calls the output function but turns NULL into ''
+		// and costs the server more than a cast, which calls the output
+		// function too for the types of textIsOutput.
 		id := pgx.Identifier{col.Name}.Sanitize()
-		ret = append(ret, "CASE WHEN "+id+" IS NULL THEN NULL ELSE pg_catalog.format('%s', "+id+") END"...)
+		if textIsOutput(t.cols[i]) {
+			ret = append(ret, id+"::text"...)
+		} else {
+			ret = append(ret, "CASE WHEN "+id+" IS NULL THEN NULL ELSE pg_catalog.format('%s', "+id+") END"...)
+		}
 	}
 	t.returning = string(ret)
 	enc, err := c.types.RowEncoder(t.Columns)
@@ -137,6 +143,26 @@ func (c *tableCache) build(ctx context.Context, q querier, d *schema.TableDef) (
 	}
 	t.enc = enc
 	return t, nil
+}
+
+// castsToOutput are the built-in types whose cast to text is the output
+// function (an I/O conversion or a binary-coercible one; pg_cast has no cast
+// function from them to text): int2, int4, int8, oid, float4, float8,
+// numeric, text, varchar, bytea, json, jsonb, xml, uuid, date, time,
+// timetz, timestamp, timestamptz, interval and xid8.
+var castsToOutput = map[uint32]bool{
+	21: true, 23: true, 20: true, 26: true, 700: true, 701: true, 1700: true,
+	25: true, 1043: true, 17: true, 114: true, 3802: true, 142: true, 2950: true,
+	1082: true, 1083: true, 1266: true, 1114: true, 1184: true, 1186: true, 5069: true,
+}
+
+// textIsOutput reports whether col::text gives the column type's output
+// function, as format('%s', col) does: for the types of castsToOutput and
+// for arrays (an array has no cast to text: array_out, which calls the
+// element type's output function). Every other type (bool, inet, cidr,
+// char(n), "char", name, domains, enums, ...) goes through format.
+func textIsOutput(col column) bool {
+	return col.isArray || castsToOutput[col.typeOID]
 }
 
 // keyFrom returns the text values of the primary key columns of a row read as

@@ -3,9 +3,10 @@ package writer
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"strings"
+	"unicode/utf8"
 )
 
 // jsonTypeOIDs are json and jsonb: values of these columns are passed as
@@ -30,6 +31,9 @@ func textParam(col column, raw json.RawMessage) (*string, error) {
 			return nil, fmt.Errorf("column %q: invalid JSON", col.name)
 		}
 		s := string(raw)
+		return &s, nil
+	}
+	if s, ok := scalarText(raw); ok {
 		return &s, nil
 	}
 	var v any
@@ -63,6 +67,27 @@ func textParam(col column, raw json.RawMessage) (*string, error) {
 	default:
 		return nil, fmt.Errorf("column %q (%s): an object is not a valid value", col.name, col.cast)
 	}
+}
+
+// scalarText is textParam's fast path for the common values: a string
+// without escapes, a number or a boolean, returned as textParam's general
+// path would return them (ok false: take that path).
+func scalarText(raw []byte) (string, bool) {
+	switch c := raw[0]; {
+	case c == '"':
+		if bytes.IndexByte(raw, '\\') >= 0 || !utf8.Valid(raw) || !json.Valid(raw) {
+			return "", false
+		}
+		return string(raw[1 : len(raw)-1]), true
+	case c == '-' || ('0' <= c && c <= '9'):
+		if !json.Valid(raw) {
+			return "", false
+		}
+		return string(raw), true
+	case string(raw) == "true" || string(raw) == "false":
+		return string(raw), true
+	}
+	return "", false
 }
 
 // appendArrayLiteral writes a Postgres array literal ({a,"b c",NULL}) for a
@@ -115,39 +140,108 @@ func quoteArrayElem(b *strings.Builder, s string) {
 }
 
 // decodeObject decodes a JSON object into its members, keeping each value
-// raw. Duplicate keys are an error (which one would win is unclear).
+// raw (its exact bytes). Duplicate keys are an error (which one would win is
+// unclear).
 func decodeObject(raw json.RawMessage, what string) (map[string]json.RawMessage, []string, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
 		return nil, nil, fmt.Errorf("%s must be a JSON object", what)
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	if _, err := dec.Token(); err != nil {
+	if !json.Valid(raw) {
+		// Let encoding/json say what is wrong.
+		var v any
+		err := json.Unmarshal(raw, &v)
+		if err == nil {
+			err = errors.New("invalid JSON")
+		}
 		return nil, nil, fmt.Errorf("%s: %w", what, err)
 	}
+	// raw is one valid JSON object: walk its members.
 	m := map[string]json.RawMessage{}
 	var keys []string
-	for dec.More() {
-		tok, err := dec.Token()
+	i := skipSpace(raw, 1)
+	for raw[i] != '}' {
+		end := stringEnd(raw, i)
+		k, err := unquoteKey(raw[i:end])
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", what, err)
 		}
-		k, _ := tok.(string)
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", what, err)
-		}
+		i = skipSpace(raw, skipSpace(raw, end)+1) // past the colon
+		end = valueEnd(raw, i)
 		if _, dup := m[k]; dup {
 			return nil, nil, fmt.Errorf("%s: duplicate key %q", what, k)
 		}
-		m[k] = v
+		m[k] = raw[i:end:end]
 		keys = append(keys, k)
-	}
-	if _, err := dec.Token(); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", what, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, nil, fmt.Errorf("%s: trailing data after the object", what)
+		i = skipSpace(raw, end)
+		if raw[i] == ',' {
+			i = skipSpace(raw, i+1)
+		}
 	}
 	return m, keys, nil
+}
+
+// The helpers below walk JSON already known to be valid.
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// stringEnd returns the index just past the string starting at b[i].
+func stringEnd(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return i
+}
+
+// valueEnd returns the index just past the value starting at b[i].
+func valueEnd(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				i = stringEnd(b, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return i
+	}
+	for ; i < len(b); i++ {
+		switch b[i] {
+		case ',', '}', ']', ' ', '\t', '\n', '\r':
+			return i
+		}
+	}
+	return i
+}
+
+// unquoteKey decodes a JSON string (an object key) as encoding/json does.
+func unquoteKey(q []byte) (string, error) {
+	if bytes.IndexByte(q, '\\') < 0 && utf8.Valid(q) {
+		return string(q[1 : len(q)-1]), nil
+	}
+	var k string
+	err := json.Unmarshal(q, &k)
+	return k, err
 }
