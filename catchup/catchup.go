@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -72,6 +73,10 @@ type Result struct {
 	// Cursor is the snapshot's xmin: the resume cursor of the state the
 	// snapshot shows.
 	Cursor schema.XID8
+	// Xmax and InProgress complete the snapshot (pg_snapshot_xmax and
+	// pg_snapshot_xip): see Visible.
+	Xmax       schema.XID8
+	InProgress []schema.XID8
 	// Rows is the number of operations handed to emit (inserts and deletes,
 	// over all attempts).
 	Rows int
@@ -80,6 +85,23 @@ type Result struct {
 	// Attempts is how many times the catch-up ran (more than 1 after
 	// recovery conflicts on a replica).
 	Attempts int
+}
+
+// Visible reports whether the snapshot sees the changes of transaction xid,
+// provided xid committed: false when xid was still in progress when the
+// snapshot was taken (or had not begun). A commit can be decoded, published
+// and received by a gateway before it is visible to new snapshots on the
+// primary (its commit record is flushed before the backend leaves the proc
+// array), so a gateway checks the commits it received just before a
+// catch-up began against Visible.
+func (r Result) Visible(xid schema.XID8) bool {
+	if xid < r.Cursor {
+		return true
+	}
+	if xid >= r.Xmax {
+		return false
+	}
+	return !slices.Contains(r.InProgress, xid)
 }
 
 // Catchup runs catch-up queries: snapshots and resumes of (table,

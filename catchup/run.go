@@ -34,6 +34,7 @@ type run struct {
 // snapshotInfo is what the first statement of the transaction reads.
 type snapshotInfo struct {
 	xmin, xmax schema.XID8
+	xip        []schema.XID8 // in progress, between xmin and xmax
 	snapshot   string
 	recovery   bool
 	u          schema.LSN
@@ -98,6 +99,7 @@ func (r *run) attempt(ctx context.Context) error {
 		return fmt.Errorf("%w: cursor %s, horizon %s", ErrModeChanged, r.req.Cursor, snap.horizon)
 	}
 	r.res.Mode, r.res.U, r.res.Cursor = mode, snap.u, snap.xmin
+	r.res.Xmax, r.res.InProgress = snap.xmax, snap.xip
 	if !r.begun {
 		r.begun = true
 		if r.req.Begin != nil {
@@ -350,6 +352,16 @@ func parseSnapshot(s *snapshotInfo, xmin, xmax, u, horizon string) error {
 	}
 	if s.u, err = schema.ParseLSN(u); err != nil {
 		return err
+	}
+	// pg_snapshot's text form is xmin:xmax:xip,xip,...
+	if parts := strings.SplitN(s.snapshot, ":", 3); len(parts) == 3 && parts[2] != "" {
+		for _, x := range strings.Split(parts[2], ",") {
+			v, err := schema.ParseXID8(x)
+			if err != nil {
+				return fmt.Errorf("snapshot %q: %w", s.snapshot, err)
+			}
+			s.xip = append(s.xip, v)
+		}
 	}
 	s.horizon, err = schema.ParseXID8(horizon)
 	return err

@@ -16,7 +16,15 @@
 //     buffers live parts of the topic for it. Once the snapshot is done and
 //     the decoded-through position passed its upper bound U, the hub sends
 //     the buffered commits above what the client holds, then ready
-//     (rules 3 and 4).
+//     (rules 3 and 4). A commit can reach the gateway before it is visible
+//     to new snapshots on the primary (the backend flushes its commit
+//     record, the ingest publishes it, and only then does the backend leave
+//     the proc array; a commit waiting for a synchronous standby stays
+//     invisible for as long as it waits). Such a commit, completed on the
+//     topic before the subscription began buffering, is in neither the
+//     snapshot nor the buffer: each topic remembers the transactions it
+//     completed in the last ten seconds, and a snapshot that does not see
+//     one completed before its catch-up began is taken again.
 //   - Transactions are assembled per (xid, organisation): each chunk is
 //     encoded once and the same bytes go to every live subscription
 //     without a column list; a per-connection commit frame closes the

@@ -77,6 +77,8 @@ func (e *env) startIngest() {
 
 type envOpts struct {
 	replica     bool
+	ownCluster  bool   // a Postgres cluster of the test's own (it may change server settings)
+	catchupRole string // run catch-ups as this role (created with SELECT on every table) instead of the superuser
 	gatewayNATS string // NATS URL for the gateway (default: the ingest's)
 	ingestNATS  string
 	cfg         func(*Config)
@@ -105,7 +107,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	t.Helper()
 	ctx := context.Background()
 	e := &env{t: t}
-	if o.replica {
+	if o.replica || o.ownCluster {
 		e.pg = testenv.StartPostgres(t)
 		e.url = e.pg.URL("postgres")
 	} else {
@@ -148,6 +150,11 @@ func newEnv(t testing.TB, o envOpts) *env {
 		StandbyPollInterval: 100 * time.Millisecond, Logger: logger}
 	e.startIngest()
 	ccfg := catchup.Config{PrimaryURL: e.url, Logger: logger}
+	if r := o.catchupRole; r != "" {
+		e.exec(`CREATE ROLE ` + r + ` LOGIN; GRANT USAGE ON SCHEMA ripple TO ` + r +
+			`; GRANT SELECT ON ALL TABLES IN SCHEMA ripple, public TO ` + r)
+		ccfg.PrimaryURL = strings.Replace(e.url, "postgres://postgres@", "postgres://"+r+"@", 1)
+	}
 	if e.replica != nil {
 		ccfg.ReplicaURL = e.replica.URL("postgres")
 		ccfg.ReplicaWaitTimeout = 500 * time.Millisecond

@@ -73,7 +73,26 @@ type topic struct {
 	subs       map[*sub]struct{}
 	confirm    map[*hconn]struct{}
 	waiters    []*liveWaiter
+	// recent lists the transactions completed on this topic in the last
+	// recentKeep (oldest first), numbered by commitN. A commit can reach
+	// the gateway before it is visible to new snapshots on the primary:
+	// a catch-up checks that its snapshot sees those completed before it
+	// began (flush).
+	recent  []recentCommit
+	commitN uint64
 }
+
+// recentCommit is a transaction completed on a topic.
+type recentCommit struct {
+	n   uint64
+	xid schema.XID8
+	at  time.Time
+}
+
+// recentKeep is how long a topic remembers its completed transactions: far
+// longer than a committing backend takes from flushing its commit record to
+// becoming visible, and than a catch-up takes to take its snapshot.
+const recentKeep = 10 * time.Second
 
 // liveWaiter is closed once all the topics it waits for are live.
 type liveWaiter struct {
@@ -159,6 +178,7 @@ type sub struct {
 	buf       []bufEntry
 	bufParts  int
 	partial   map[schema.XID8]bool
+	before    uint64 // t.commitN when buffering began
 	done      bool
 	res       catchup.Result
 }
@@ -630,6 +650,9 @@ func (h *hub) complete(a *txAsm) bool {
 func (h *hub) finish(a *txAsm) {
 	delete(h.txs, a.key)
 	now := time.Now()
+	for t := range a.topics {
+		t.remember(a.key.xid, now)
+	}
 	var shared []byte // the commit frame of connections without confirmations
 	commit := func(hc *hconn) {
 		if d := hc.deferred; d != nil && d.xid == a.key.xid {
@@ -686,6 +709,20 @@ func (h *hub) finish(a *txAsm) {
 		}
 	}
 	h.checkMerges()
+}
+
+// remember records a transaction completed on t and forgets those older than
+// recentKeep.
+func (t *topic) remember(xid schema.XID8, now time.Time) {
+	i := 0
+	for i < len(t.recent) && now.Sub(t.recent[i].at) > recentKeep {
+		i++
+	}
+	if i > 0 {
+		t.recent = append(t.recent[:0], t.recent[i:]...)
+	}
+	t.commitN++
+	t.recent = append(t.recent, recentCommit{n: t.commitN, xid: xid, at: now})
 }
 
 // multiOrg reports whether the connection follows more than one
@@ -1019,6 +1056,7 @@ func (h *hub) startCatchup(s *sub) {
 	// for this subscription: their commit is buffered (so it is not lost
 	// when the snapshot does not hold it) and flush decides.
 	s.partial = map[schema.XID8]bool{}
+	s.before = s.t.commitN
 	for k, a := range h.txs {
 		if _, ok := a.topics[s.t]; ok {
 			s.partial[k.xid] = true
@@ -1112,6 +1150,22 @@ func (h *hub) checkMerges() {
 // in LSN order and tagged with the subscription id, then ready.
 func (h *hub) flush(s *sub) {
 	delete(h.mergeWait, s)
+	// A transaction completed on the topic before buffering began is not
+	// in the buffer; if the snapshot does not see it either (it was still
+	// leaving the primary's proc array when the snapshot was taken), take
+	// another snapshot.
+	for _, rc := range s.t.recent {
+		if rc.n > s.before {
+			break
+		}
+		if !s.res.Visible(rc.xid) {
+			h.log.Debug("snapshot misses a transaction received before the catch-up; taking another",
+				slog.String("sub", s.id), slog.String("xid", rc.xid.String()))
+			h.g.m.catchups.WithLabelValues("retake").Inc()
+			h.startCatchup(s)
+			return
+		}
+	}
 	threshold := s.applied
 	last := threshold
 	groups := map[schema.XID8][]*schema.RawPart{}
