@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unsafe"
 )
 
 // ErrMalformed is returned (wrapped) by the decoder for any replication
@@ -66,6 +67,15 @@ type relation struct {
 // walMessage is one decoded replication message: a keepalive or one
 // pgoutput message carried in an XLogData frame. Which fields are set depends
 // on Kind.
+// footprint estimates the memory a decoded message holds: raw bytes of
+// the message it aliases, plus the message and its column slices. (Counting
+// only raw bytes let a reader that ran ahead of a starved main loop queue
+// several times its budget: a row of a few short columns decodes into
+// objects larger than its bytes.)
+func (m *walMessage) footprint(raw int) int64 {
+	return int64(raw) + int64(unsafe.Sizeof(*m)) + int64(len(m.Old)+len(m.New))*int64(unsafe.Sizeof(tupleCol{}))
+}
+
 type walMessage struct {
 	Kind byte
 

@@ -27,7 +27,7 @@ import (
 var errNATSDown = errors.New("ingest: NATS connection lost")
 
 const (
-	readBudget     = 16 << 20 // decoded bytes between reader and main loop
+	readBudget     = 16 << 20 // memory of decoded messages between reader and main loop (walMessage.footprint)
 	flushTimeout   = 10 * time.Second
 	maxPendingCkpt = 64
 	// statusInterval is the longest time without a status update (well
@@ -352,7 +352,7 @@ func (s *session) read(ctx context.Context, q *queue, budget *byteBudget) error 
 			if err != nil {
 				return err
 			}
-			n := int64(len(buf))
+			n := m.footprint(len(buf))
 			if !budget.tryAcquire(n) {
 				q.flush() // the main loop must see what is queued to release budget
 				if err := budget.acquire(ctx, n); err != nil {
