@@ -465,7 +465,13 @@ func (c *tclient) waitReady(id string, n int) {
 		}
 		if time.Now().After(deadline) {
 			c.t.Log(c.env.hubState())
-			c.t.Fatalf("timed out waiting for ready %d of %s", n, id)
+			c.mu.Lock()
+			frames, closeErr := c.all, c.closeErr
+			c.mu.Unlock()
+			for _, f := range frames[max(0, len(frames)-5):] {
+				c.t.Logf("frame: %+v", f)
+			}
+			c.t.Fatalf("timed out waiting for ready %d of %s (%d frames received, connection error: %v)", n, id, len(frames), closeErr)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
