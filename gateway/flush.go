@@ -24,18 +24,47 @@ import (
 // call. That is what keeps the gateway's cost per delivery falling as the
 // load rises, instead of one write per transaction whatever the backlog.
 //
-// A connection is in the pool's queue at most once: queue.running marks it
-// owned by a writer (a flusher or its own goroutine) from the push that
-// started it until a pop finds the queue empty.
+// A connection is in the pool's queues at most once, but for a lazy entry a
+// push skipped (queue.claim): queue.running marks it owned by a writer (a
+// flusher or its own goroutine) from the push that started it until a pop
+// finds the queue empty. Connections with only checkpoints to send wait in
+// a lazy queue that the flushers serve when no live frames wait.
 type flushers struct {
 	mu     sync.Mutex
-	fifo   []*conn // connections waiting for a flusher, oldest first
-	head   int
+	urgent connFIFO      // connections with live frames, oldest first
+	lazy   connFIFO      // connections with only frames that can wait (checkpoints)
 	wake   chan struct{} // one token: work arrived
 	stop   chan struct{}
 	wg     sync.WaitGroup
 	n      int
 	batchN int
+}
+
+// connFIFO is a queue of connections.
+type connFIFO struct {
+	items []*conn
+	head  int
+}
+
+func (q *connFIFO) len() int { return len(q.items) - q.head }
+
+func (q *connFIFO) push(cs []*conn) { q.items = append(q.items, cs...) }
+
+// take moves up to n connections to dst.
+func (q *connFIFO) take(dst []*conn, n int) []*conn {
+	n = min(q.len(), n)
+	dst = append(dst, q.items[q.head:q.head+n]...)
+	clear(q.items[q.head : q.head+n])
+	q.head += n
+	if q.head == len(q.items) {
+		q.head = 0
+		if cap(q.items) > 4096 {
+			q.items = nil // do not keep a burst's memory
+		} else {
+			q.items = q.items[:0]
+		}
+	}
+	return dst
 }
 
 // flushBatch is how many connections a flusher takes from the queue at once.
@@ -56,20 +85,31 @@ func (f *flushers) start() {
 	}
 }
 
-// close stops the flushers once the queue is empty and waits for them.
+// close stops the flushers once the queues are empty and waits for them.
 func (f *flushers) close() {
 	close(f.stop)
 	f.wg.Wait()
 }
 
-// add queues connections whose writer has been started (queue.running
-// set by push) for a flusher. It never blocks.
-func (f *flushers) add(cs []*conn) {
+// add queues connections whose writer has been started (queue.push or
+// claim) for a flusher. It never blocks.
+func (f *flushers) add(cs []*conn) { f.enqueue(cs, false) }
+
+// addLazy queues connections kicked by queue.kickLazy: they are written
+// only when no connection with live frames waits, so that a burst of
+// checkpoints to every connection never delays a transaction.
+func (f *flushers) addLazy(cs []*conn) { f.enqueue(cs, true) }
+
+func (f *flushers) enqueue(cs []*conn, lazy bool) {
 	if len(cs) == 0 {
 		return
 	}
 	f.mu.Lock()
-	f.fifo = append(f.fifo, cs...)
+	if lazy {
+		f.lazy.push(cs)
+	} else {
+		f.urgent.push(cs)
+	}
 	f.mu.Unlock()
 	select {
 	case f.wake <- struct{}{}:
@@ -77,29 +117,24 @@ func (f *flushers) add(cs []*conn) {
 	}
 }
 
-// take moves up to batchN waiting connections to dst.
-func (f *flushers) take(dst []*conn) []*conn {
+// take moves up to batchN waiting connections to dst, live ones first; lazy
+// reports that they came from the lazy queue.
+func (f *flushers) take(dst []*conn) (_ []*conn, lazy bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	n := min(len(f.fifo)-f.head, f.batchN)
-	dst = append(dst, f.fifo[f.head:f.head+n]...)
-	clear(f.fifo[f.head : f.head+n])
-	f.head += n
-	if f.head == len(f.fifo) {
-		f.head = 0
-		if cap(f.fifo) > 4096 {
-			f.fifo = nil // do not keep a burst's memory
-		} else {
-			f.fifo = f.fifo[:0]
-		}
-	} else if len(f.fifo)-f.head > 0 {
+	if f.urgent.len() > 0 {
+		dst = f.urgent.take(dst, f.batchN)
+	} else {
+		dst, lazy = f.lazy.take(dst, f.batchN), true
+	}
+	if f.urgent.len()+f.lazy.len() > 0 {
 		// More waits: pass the wake-up on to another flusher.
 		select {
 		case f.wake <- struct{}{}:
 		default:
 		}
 	}
-	return dst
+	return dst, lazy
 }
 
 func (f *flushers) run() {
@@ -107,19 +142,22 @@ func (f *flushers) run() {
 	var st flushState
 	var batch []*conn
 	for {
-		batch = f.take(batch[:0])
+		var lazy bool
+		batch, lazy = f.take(batch[:0])
 		if len(batch) == 0 {
 			select {
 			case <-f.wake:
 				continue
 			case <-f.stop:
-				if batch = f.take(batch[:0]); len(batch) == 0 {
+				if batch, lazy = f.take(batch[:0]); len(batch) == 0 {
 					return
 				}
 			}
 		}
 		for i, c := range batch {
-			c.flush(&st)
+			if !lazy || c.q.takeLazy() {
+				c.flush(&st)
+			}
 			batch[i] = nil
 		}
 	}

@@ -129,3 +129,43 @@ func TestFlushHandsOffAndKeepsOrder(t *testing.T) {
 		t.Fatalf("%v writes handed to the blocking writer, want some", h)
 	}
 }
+
+// Connections with live frames are taken before connections that only have
+// checkpoints waiting, and a push to a connection waiting in the lazy queue
+// claims it (the lazy entry is then skipped).
+func TestFlushersServeLiveFramesFirst(t *testing.T) {
+	f := newFlushers(1) // not started: the test takes by hand
+	mk := func() *conn { return &conn{q: newQueue(16)} }
+	lazyOnly, promoted, live := mk(), mk(), mk()
+	for _, c := range []*conn{lazyOnly, promoted} {
+		if !c.q.pushQuiet([]byte(`{"type":"checkpoint"}`)) || !c.q.kickLazy() {
+			t.Fatal("kickLazy did not take an idle queue with a frame")
+		}
+	}
+	f.addLazy([]*conn{lazyOnly, promoted})
+	if _, start := promoted.q.push([]byte(`{"type":"commit"}`)); !start {
+		t.Fatal("a push to a lazily kicked queue did not claim it")
+	}
+	if _, start := live.q.push([]byte(`{"type":"commit"}`)); !start {
+		t.Fatal("a push to an idle queue did not start a writer")
+	}
+	f.add([]*conn{live, promoted})
+
+	got, lazy := f.take(nil)
+	if lazy || len(got) != 2 || got[0] != live || got[1] != promoted {
+		t.Fatalf("first take: lazy %v, %d connections; want the two live ones in order", lazy, len(got))
+	}
+	got, lazy = f.take(nil)
+	if !lazy || len(got) != 2 {
+		t.Fatalf("second take: lazy %v, %d connections; want the two lazy entries", lazy, len(got))
+	}
+	if got[0] != lazyOnly || !lazyOnly.q.takeLazy() {
+		t.Fatal("the lazy-only connection is not owned by its lazy entry")
+	}
+	if got[1] != promoted || promoted.q.takeLazy() {
+		t.Fatal("the claimed connection's lazy entry was not skipped")
+	}
+	if got, _ = f.take(nil); len(got) != 0 {
+		t.Fatalf("third take: %d connections, want none", len(got))
+	}
+}

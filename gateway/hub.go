@@ -855,15 +855,14 @@ func (h *hub) sendLazy(hc *hconn, b []byte) {
 // flushLazy starts writers for connections whose lazy frames waited since
 // the previous call but one.
 func (h *hub) flushLazy(now time.Time) {
+	var kick []*conn
 	for i, c := range h.lazyOld {
-		if c.q.kick() {
-			if len(h.kick) == 0 {
-				h.kickAt = now
-			}
-			h.kick = append(h.kick, c)
+		if c.q.kickLazy() {
+			kick = append(kick, c)
 		}
 		h.lazyOld[i] = nil
 	}
+	h.g.flush.addLazy(kick)
 	h.lazyOld, h.lazy = h.lazy, h.lazyOld[:0]
 	h.lazyAt = now
 }

@@ -25,7 +25,8 @@ type queue struct {
 	frames  [][]byte
 	limit   int
 	closed  bool
-	running bool          // a writer goroutine is draining the queue
+	running bool          // a writer (a flusher or the connection's goroutine) owns the queue
+	lazy    bool          // owned by a lazy kick, still waiting in the flushers' lazy queue
 	space   chan struct{} // to snapshot producers: the queue drained
 	done    chan struct{} // closed by close
 }
@@ -46,11 +47,23 @@ func (q *queue) push(b []byte) (ok, start bool) {
 		return false, false
 	}
 	q.frames = append(q.frames, b)
-	if !q.running {
+	return true, q.claim()
+}
+
+// claim reports whether the caller must start a writer for frames just
+// queued: none runs, or the queue waits in the flushers' lazy queue behind
+// other connections' checkpoints (it is taken out of it: the new writer
+// owns it, and the lazy entry is skipped). q.mu is held.
+func (q *queue) claim() bool {
+	switch {
+	case !q.running:
 		q.running = true
-		return true, true
+		return true
+	case q.lazy:
+		q.lazy = false
+		return true
 	}
-	return true, false
+	return false
 }
 
 // pushQuiet appends b like push but starts no writer: b leaves with the
@@ -69,16 +82,27 @@ func (q *queue) pushQuiet(b []byte) (ok bool) {
 	return true
 }
 
-// kick tells the caller to start a writer for frames that wait without one
-// (pushQuiet).
-func (q *queue) kick() (start bool) {
+// kickLazy tells the caller to hand the queue to the flushers' lazy queue
+// for frames that wait without a writer (pushQuiet). A push before a
+// flusher takes it moves it ahead (claim).
+func (q *queue) kickLazy() (start bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.running || q.closed || len(q.frames) == 0 {
 		return false
 	}
-	q.running = true
+	q.running, q.lazy = true, true
 	return true
+}
+
+// takeLazy reports whether a flusher that took the queue from the lazy
+// queue owns it: false when a push claimed it meanwhile.
+func (q *queue) takeLazy() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	own := q.lazy
+	q.lazy = false
+	return own
 }
 
 // pushWait appends b once the queue is less than half full, provided
@@ -99,9 +123,7 @@ func (q *queue) pushWait(ctx context.Context, b []byte, gen *atomic.Int64, want 
 		if len(q.frames) < q.limit/2 {
 			q.frames = append(q.frames, b)
 			room := len(q.frames) < q.limit/2
-			if !q.running {
-				q.running, start = true, true
-			}
+			start = q.claim()
 			q.mu.Unlock()
 			if room { // pass the turn on to another waiting producer
 				select {
@@ -161,9 +183,5 @@ func (q *queue) close() (start bool) {
 		q.frames = nil
 		close(q.done)
 	}
-	if !q.running {
-		q.running = true
-		return true
-	}
-	return false
+	return q.claim()
 }

@@ -116,13 +116,9 @@ func BenchmarkGateway(b *testing.B) {
 			w := wbase
 			w.Rate = rate
 			profErr := make(chan error, 1)
-			if rate == 1000 {
-				go func() {
-					profErr <- saveProfile(st, fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(w.Duration.Seconds())), "gateway-1000.cpu")
-				}()
-			} else {
-				profErr <- nil
-			}
+			go func() {
+				profErr <- saveProfile(st, fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(w.Duration.Seconds())), fmt.Sprintf("gateway-%d.cpu", rate))
+			}()
 			r := runPhase(b, st, l, per, w, acct)
 			if err := <-profErr; err != nil {
 				b.Fatal(err)
