@@ -50,10 +50,12 @@ type Config struct {
 	// the primary (default 2s).
 	CheckpointInterval time.Duration
 	// PruneInterval is how often tombstones older than TombstoneRetention
-	// are pruned (default 1h, retention default 30 days). A negative
+	// and mutation records older than MutationRetention are pruned
+	// (default 1h, both retentions default 30 days). A negative
 	// PruneInterval disables pruning.
 	PruneInterval      time.Duration
 	TombstoneRetention time.Duration
+	MutationRetention  time.Duration
 	// LockID is the advisory lock key that elects the active ingest
 	// (default DefaultLockID).
 	LockID int64
@@ -94,6 +96,9 @@ func (c *Config) setDefaults() {
 	if c.TombstoneRetention == 0 {
 		c.TombstoneRetention = 30 * 24 * time.Hour
 	}
+	if c.MutationRetention == 0 {
+		c.MutationRetention = 30 * 24 * time.Hour
+	}
 	if c.LockID == 0 {
 		c.LockID = DefaultLockID
 	}
@@ -124,7 +129,7 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: MaxMessageBytes %d is below 4096", ErrBadConfig, c.MaxMessageBytes)
 	case c.MaxBufferedBytes < c.MaxMessageBytes:
 		return fmt.Errorf("%w: MaxBufferedBytes %d is below MaxMessageBytes %d", ErrBadConfig, c.MaxBufferedBytes, c.MaxMessageBytes)
-	case c.HeartbeatInterval < 0, c.CheckpointInterval < 0, c.StandbyPollInterval < 0, c.TombstoneRetention < 0:
+	case c.HeartbeatInterval < 0, c.CheckpointInterval < 0, c.StandbyPollInterval < 0, c.TombstoneRetention < 0, c.MutationRetention < 0:
 		return fmt.Errorf("%w: negative interval", ErrBadConfig)
 	}
 	return nil

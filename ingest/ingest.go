@@ -352,7 +352,8 @@ func readCheckpoint(ctx context.Context, conn *pgx.Conn) (checkpoint, error) {
 	return checkpoint{lsn: uint64(l), xmin: uint64(x), xmax: uint64(y)}, nil
 }
 
-// pruneLoop prunes old tombstones now and every PruneInterval while leading.
+// pruneLoop prunes old tombstones and mutation records now and every
+// PruneInterval while leading.
 func (i *Ingest) pruneLoop(ctx context.Context) {
 	if i.cfg.PruneInterval < 0 {
 		return
@@ -382,6 +383,14 @@ func (i *Ingest) prune(ctx context.Context) {
 		return
 	}
 	i.log.Info("pruned tombstones", "deleted", res.Deleted, "horizon", res.Horizon, "cutoff", res.Cutoff)
+	n, err := migrations.PruneMutations(ctx, conn, i.cfg.MutationRetention)
+	if err != nil {
+		if ctx.Err() == nil {
+			i.log.Warn("pruning mutation records failed", "err", err, "deleted", n)
+		}
+		return
+	}
+	i.log.Info("pruned mutation records", "deleted", n, "retention", i.cfg.MutationRetention)
 }
 
 // backoff doubles from 100ms to 5s.

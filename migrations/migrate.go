@@ -26,6 +26,11 @@ const Publication = "ripple"
 // them.
 const DefaultRetention = 30 * 24 * time.Hour
 
+// DefaultMutationRetention is how long the records of applied and rejected
+// mutations are kept before PruneMutations may delete them (30 days): a
+// client that retries a mutation later gets mutation_expired.
+const DefaultMutationRetention = 30 * 24 * time.Hour
+
 // LockKey is the key of the transaction-level advisory lock
 // (pg_advisory_xact_lock) that Migrate, Enable, Disable and DemoSchema hold,
 // so that two of them never interleave. Other parts of Ripple must use other

@@ -99,3 +99,39 @@ func CheckCursor(ctx context.Context, q Querier, cursor uint64) error {
 	}
 	return nil
 }
+
+// pruneMutationsBatch is how many mutation records one transaction of
+// PruneMutations deletes: every deleted record is replicated (the ingest
+// decodes it), so a large backlog goes in several small transactions.
+const pruneMutationsBatch = 10000
+
+// PruneMutations deletes the records of ripple.mutations created more than
+// retention ago, pruneMutationsBatch per transaction, and returns how many it
+// deleted. A record only answers a retry of its mutation: a client that
+// sends a mutation again after its record was pruned gets the final
+// rejection mutation_expired (its outcome is unknown; synced data shows its
+// effect, if it had one) and is never applied twice, because the client's
+// row of ripple.clients keeps its last mutation id. A retention of 0 deletes
+// every record.
+func PruneMutations(ctx context.Context, conn *pgx.Conn, retention time.Duration) (int64, error) {
+	if retention < 0 {
+		return 0, fmt.Errorf("%w: %v", ErrBadRetention, retention)
+	}
+	var cutoff time.Time
+	if err := conn.QueryRow(ctx, "SELECT clock_timestamp() - make_interval(secs => $1::float8 / 1e6)",
+		retention.Microseconds()).Scan(&cutoff); err != nil {
+		return 0, fmt.Errorf("migrations: prune mutations: %w", err)
+	}
+	var total int64
+	for {
+		tag, err := conn.Exec(ctx, `DELETE FROM ripple.mutations WHERE ctid = ANY(ARRAY(
+			SELECT ctid FROM ripple.mutations WHERE created_at <= $1 LIMIT $2))`, cutoff, pruneMutationsBatch)
+		if err != nil {
+			return total, fmt.Errorf("migrations: prune mutations: %w", err)
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < pruneMutationsBatch {
+			return total, nil
+		}
+	}
+}

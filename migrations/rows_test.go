@@ -278,3 +278,37 @@ func TestDemoSchema(t *testing.T) {
 		t.Fatalf("tombstones = %s", got)
 	}
 }
+
+// PruneMutations deletes the mutation records older than the retention, in
+// several transactions when there are many, and keeps the newer ones.
+func TestPruneMutations(t *testing.T) {
+	ctx := testCtx(t)
+	conn := enabledTodos(t)
+	exec(t, conn, `INSERT INTO ripple.mutations (client_id, mutation_id, org, status, created_at)
+		SELECT 'c' || (g % 7), g, 'acme', 'applied', now() - interval '2 hours' FROM generate_series(1, 25000) g`)
+	exec(t, conn, `INSERT INTO ripple.mutations (client_id, mutation_id, org, status)
+		SELECT 'new', g, 'acme', 'applied' FROM generate_series(1, 5) g`)
+	tests := []struct {
+		name        string
+		retention   time.Duration
+		wantErr     error
+		wantDeleted int64
+		wantLeft    uint64
+	}{
+		{"a negative retention is refused", -time.Second, migrations.ErrBadRetention, 0, 25005},
+		{"records older than the retention go, in batches", time.Hour, nil, 25000, 5},
+		{"nothing more is old enough", time.Hour, nil, 0, 5},
+		{"retention 0 deletes every record", 0, nil, 5, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n, err := migrations.PruneMutations(ctx, conn, tt.retention)
+			if !errors.Is(err, tt.wantErr) || n != tt.wantDeleted {
+				t.Fatalf("PruneMutations = %d, %v; want %d, %v", n, err, tt.wantDeleted, tt.wantErr)
+			}
+			if left := queryUint(t, conn, "SELECT count(*)::text FROM ripple.mutations"); left != tt.wantLeft {
+				t.Fatalf("%d records left, want %d", left, tt.wantLeft)
+			}
+		})
+	}
+}

@@ -8,8 +8,12 @@ package schema
 // the reply's message and result name the expected id) and ErrCodeUnavailable
 // (the database could not be reached or the transaction kept failing). Neither
 // is recorded, nothing was written, and the client keeps its optimistic state
-// and sends the mutation again later. Every other rejection is recorded: a
-// retry gets the same reply, and the client rolls the mutation back.
+// and sends the mutation again later. MutationCodeExpired answers a retry of a
+// mutation the writer processed so long ago that its record was pruned: it
+// is final (the mutation is never applied again; synced data shows its
+// effect, if it had one) but says nothing of the original outcome. Every
+// other rejection is recorded: a retry gets the same reply, and the client
+// rolls the mutation back.
 const (
 	MutationCodeUnknownMutator  = "unknown_mutator"      // no mutator of that name
 	MutationCodeUnknownTable    = "unknown_table"        // not a sync table
@@ -19,6 +23,7 @@ const (
 	MutationCodeNotFound        = "not_found"            // update/delete of a row that does not exist
 	MutationCodeInternal        = "internal"             // the mutator failed for another reason
 	MutationCodeOutOfOrder      = ErrCodeMutationOrder   // not final, not recorded
+	MutationCodeExpired         = "mutation_expired"     // processed long ago, its record pruned: outcome unknown
 	MutationCodeUnavailable     = ErrCodeUnavailable     // not final, not recorded
 )
 

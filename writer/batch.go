@@ -743,13 +743,16 @@ func (r *batchRun) interactive(ctx context.Context, i int) error {
 }
 
 // outOfOrderReply is the answer to a mutation that is neither recorded nor
-// next: the client sends the missing mutations first and then this one
-// again. last is the client's last recorded mutation id before it.
+// next; last is the client's last mutation id before it. A mutation ahead
+// of the next one is out of order: the client sends the missing mutations
+// first and then this one again. A mutation at or below last was processed
+// before and its record pruned (migrations.PruneMutations): it is expired,
+// a final answer, and never applied again.
 func outOfOrderReply(base schema.MutationReply, last int64) schema.MutationReply {
 	res, _ := json.Marshal(schema.OutOfOrderResult{Expected: last + 1})
 	r := rejectedReply(base, CodeOutOfOrder, fmt.Sprintf("mutation %d is out of order: expected mutation_id %d", base.MutationID, last+1))
 	if base.MutationID <= last {
-		r.Message = fmt.Sprintf("mutation %d was processed before but its record is gone: expected mutation_id %d", base.MutationID, last+1)
+		r = rejectedReply(base, CodeExpired, fmt.Sprintf("mutation %d was processed before and its record has been pruned: its outcome is unknown (expected mutation_id %d)", base.MutationID, last+1))
 	}
 	r.Result = res
 	return r

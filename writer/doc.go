@@ -26,11 +26,13 @@
 //  2. If ripple.mutations already holds (client_id, mutation_id), the stored
 //     reply is sent again (same status, code, message, result and xid) and
 //     nothing changes: a retry after a lost reply is harmless.
-//  3. If mutation_id is not the expected id, the reply is a rejection with
-//     code "mutation_out_of_order" whose message and result
+//  3. If mutation_id is ahead of the expected id, the reply is a rejection
+//     with code "mutation_out_of_order" whose message and result
 //     (schema.OutOfOrderResult) name the expected id. It is not recorded:
 //     the client sends the missing mutations first and then this one again,
-//     keeping its optimistic state.
+//     keeping its optimistic state. If it is below the expected id (processed
+//     before, its record pruned), the reply is the final rejection
+//     "mutation_expired", not recorded either.
 //  4. Otherwise the mutator runs under a savepoint. On success the mutation
 //     is recorded as applied with its result and the transaction commits; the reply carries the recording transaction's
 //     id (ripple_xid = pg_current_xact_id()), so the client can recognise
@@ -137,7 +139,16 @@
 // unknown_mutator, unknown_table, forbidden, invalid_argument (malformed
 // args, unknown or generated column, a value Postgres cannot convert),
 // constraint_violation (the message names the constraint), not_found (update
-// or delete of a missing row), internal (any other failure of a mutator), and
+// or delete of a missing row), internal (any other failure of a mutator),
+// mutation_expired (a retry of a mutation at or below the client's last id
+// whose record has been pruned: final, nothing changes, outcome unknown), and
 // custom codes returned by mutators as *Rejection. The constants are in
 // package schema (schema.MutationCode*).
+//
+// # Pruning
+//
+// Records are kept for migrations.DefaultMutationRetention (30 days) and
+// then deleted by migrations.PruneMutations (ripple prune, and the ingest's
+// hourly prune). The client's row of ripple.clients is kept: its last
+// mutation id still tells a pruned retry from a new mutation.
 package writer

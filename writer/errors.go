@@ -23,6 +23,7 @@ const (
 	CodeNotFound        = schema.MutationCodeNotFound
 	CodeInternal        = schema.MutationCodeInternal
 	CodeOutOfOrder      = schema.MutationCodeOutOfOrder
+	CodeExpired         = schema.MutationCodeExpired
 	CodeUnavailable     = schema.MutationCodeUnavailable
 )
 

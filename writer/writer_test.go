@@ -503,3 +503,36 @@ func TestSchemaChangesWhileRunning(t *testing.T) {
 		})
 	}
 }
+
+// Once mutation records are pruned (migrations.PruneMutations), a retry of a
+// pruned mutation gets the final rejection mutation_expired and changes
+// nothing; the client's next mutation is applied as usual.
+func TestRetryAfterRecordsPruned(t *testing.T) {
+	e := setup(t)
+	e.startWriter(t)
+	nc := e.nats.Connect(t)
+	ins := func(id int64, key string) schema.MutationRequest {
+		return schema.MutationRequest{ClientID: "old", MutationID: id, Mutator: "insert", Claims: claims("acme"),
+			Args: args(map[string]any{"table": "todos", "row": map[string]any{"id": key, "org": "acme", "title": "x"}})}
+	}
+	for id, key := range []string{"p1", "p2"} {
+		if rep, raw := mustSend(t, nc, ins(int64(id+1), key)); rep.Status != schema.MutationApplied {
+			t.Fatalf("mutation %d: %s", id+1, raw)
+		}
+	}
+	n, err := migrations.PruneMutations(context.Background(), e.db, 0)
+	if err != nil || n != 2 {
+		t.Fatalf("pruned %d records (err %v), want 2", n, err)
+	}
+	before := e.tableState(t)
+	rep, raw := mustSend(t, nc, ins(1, "p1"))
+	if rep.Status != schema.MutationRejected || rep.Code != schema.MutationCodeExpired || !schema.MutationCodeFinal(rep.Code) {
+		t.Fatalf("retry of a pruned mutation: %s", raw)
+	}
+	if e.tableState(t) != before || e.recorded(t, "old") != 0 || e.lastMutationID(t, "old") != 2 {
+		t.Fatalf("the retry changed something: recorded %d, last %d", e.recorded(t, "old"), e.lastMutationID(t, "old"))
+	}
+	if rep, raw := mustSend(t, nc, ins(3, "p3")); rep.Status != schema.MutationApplied {
+		t.Fatalf("next mutation after the prune: %s", raw)
+	}
+}

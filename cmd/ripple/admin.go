@@ -94,9 +94,10 @@ func runDisable(ctx context.Context, env *cliEnv, args []string) error {
 }
 
 func runPrune(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlagSet(env, "prune", "--database-url URL [--retention 720h]")
+	fs := newFlagSet(env, "prune", "--database-url URL [--retention 720h] [--mutation-retention 720h]")
 	dbURL := fs.String("database-url", "", "PostgreSQL URL of the primary")
 	retention := fs.Duration("retention", migrations.DefaultRetention, "keep tombstones this long")
+	mutRetention := fs.Duration("mutation-retention", migrations.DefaultMutationRetention, "keep the records of processed mutations this long")
 	if _, err := parseFlags(env, fs, args); err != nil {
 		return err
 	}
@@ -110,5 +111,10 @@ func runPrune(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	fmt.Fprintf(env.stdout, "ripple: pruned %+v (retention %s)\n", res, retention.Round(time.Second))
+	n, err := migrations.PruneMutations(ctx, conn, *mutRetention)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "ripple: pruned %d mutation records (retention %s)\n", n, mutRetention.Round(time.Second))
 	return nil
 }

@@ -37,7 +37,7 @@ func commands() map[string]command {
 		"migrate": {"install Ripple's SQL objects (idempotent)", runMigrate},
 		"enable":  {"make a table syncable: ripple enable TABLE --root-key COLUMN", runEnable},
 		"disable": {"stop syncing a table: ripple disable TABLE", runDisable},
-		"prune":   {"delete tombstones older than the retention period", runPrune},
+		"prune":   {"delete tombstones and mutation records older than their retention periods", runPrune},
 		"token":   {"print a signed client token: ripple token --org O [--org O2] [--ttl 1h]", runToken},
 		"watch":   {"print a table's rows of one organisation and then every change, as JSON lines", runWatch},
 	}

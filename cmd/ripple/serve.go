@@ -25,6 +25,7 @@ func runIngest(ctx context.Context, env *cliEnv, args []string) error {
 	slot := fs.String("slot", "ripple", "replication slot name")
 	maxMsg := fs.Int("max-message-bytes", 256<<10, "largest NATS message; bigger transaction parts are chunked")
 	retention := fs.Duration("tombstone-retention", migrations.DefaultRetention, "keep tombstones this long")
+	mutRetention := fs.Duration("mutation-retention", migrations.DefaultMutationRetention, "keep the records of processed mutations this long (a later retry gets mutation_expired)")
 	httpAddr := fs.String("http-addr", "127.0.0.1:9091", "health, readiness and metrics address")
 	if _, err := parseFlags(env, fs, args); err != nil {
 		return err
@@ -39,6 +40,7 @@ func runIngest(ctx context.Context, env *cliEnv, args []string) error {
 		SlotName:           *slot,
 		MaxMessageBytes:    *maxMsg,
 		TombstoneRetention: *retention,
+		MutationRetention:  *mutRetention,
 		Logger:             env.logger.With("part", "ingest"),
 		Registerer:         reg,
 	})
