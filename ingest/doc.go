@@ -31,7 +31,12 @@
 //     ripple.mutations go to DataSubject(org, schema.MutationsTable); other
 //     relations never leak.
 //   - TRUNCATE and column changes of a sync table publish a schema.Resync on
-//     schema.SubjectControl in order with the data.
+//     schema.SubjectControl in order with the data. A column change is
+//     noticed by comparing a Relation message with the previous one of the
+//     relation, or, the first time this process streams the relation, with
+//     the columns recorded in ripple.streamed_relations (written once any
+//     marker went out to NATS), so a change made while no ingest ran, or
+//     before a standby took over, is not missed.
 //   - Every HeartbeatInterval the ingest asks the server for its
 //     decoded-through position (a status update with reply requested); the
 //     keepalive answer, taken only while no transaction is open, advances D,

@@ -38,6 +38,18 @@ type Ingest struct {
 	d        uint64               // decoded-through LSN D, kept across sessions
 	relCache map[uint32]*relation // last Relation message per OID, for schema-change detection
 	ignored  map[string]bool      // relations already logged as ignored
+	// noStreamed is set when the database has no ripple.streamed_relations
+	// (migrated by an older Ripple): schema changes are then detected
+	// only against what this process streamed.
+	noStreamed atomic.Bool
+}
+
+// noStreamedTable notes (and logs, once) that ripple.streamed_relations is
+// missing.
+func (i *Ingest) noStreamedTable() {
+	if !i.noStreamed.Swap(true) {
+		i.log.Warn("ripple.streamed_relations is missing (run ripple migrate): a column change made while no ingest runs will not resynchronise clients")
+	}
 }
 
 // State is a snapshot of what an Ingest is doing, for health endpoints and

@@ -377,3 +377,46 @@ func TestEnableAtRuntime(t *testing.T) {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }
+
+// TestSchemaChangeWhileStopped: a column change made while no ingest runs
+// still publishes a schema_change resync marker when the next ingest first
+// streams the table: the columns last streamed are kept in
+// ripple.streamed_relations, not only in the ingest's memory.
+func TestSchemaChangeWhileStopped(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config(t)
+	first, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- first.Run(ctx) }()
+	waitFor(t, 20*time.Second, "first ingest ready", first.Ready)
+	end := e.txn(t, "INSERT INTO lists VALUES ('o1', 1, 'a')")
+	// The slot confirms the insert: the next ingest starts after it and
+	// never sees the table's old columns.
+	waitFor(t, 20*time.Second, "slot confirmed past the insert", func() bool {
+		var confirmed string
+		if err := e.conn.QueryRow(context.Background(), "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", cfg.SlotName).Scan(&confirmed); err != nil {
+			t.Fatal(err)
+		}
+		l, err := schema.ParseLSN(confirmed)
+		return err == nil && l >= end
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("first ingest: %v", err)
+	}
+
+	e.exec(t, "ALTER TABLE lists ADD COLUMN color text DEFAULT 'red'")
+	c := collect(t, e.nats.Connect(t), schema.SubjectControl)
+	e.start(t, cfg)
+	end = e.txn(t, "INSERT INTO lists (org_id, id, name) VALUES ('o1', 2, 'b')")
+	recs := c.wait(10*time.Second, "heartbeat past the insert", func(r []rec) bool { return maxD(r) >= end })
+	if !slices.ContainsFunc(recs, func(r rec) bool {
+		return r.resync != nil && r.resync.Table == "lists" && r.resync.Reason == "schema_change"
+	}) {
+		t.Fatal("no schema_change resync for lists after a change made while no ingest ran")
+	}
+}

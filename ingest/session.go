@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -651,7 +653,10 @@ func (s *session) handle(ctx context.Context, m *walMessage) error {
 	return nil
 }
 
-// relation binds a Relation message and detects schema changes.
+// relation binds a Relation message and detects schema changes: columns
+// that differ from those this process streamed before, or, for a relation
+// it has not seen yet, from those recorded in ripple.streamed_relations (a
+// change made while no ingest ran).
 func (s *session) relation(ctx context.Context, rel *relation) error {
 	b, err := bindRelation(ctx, s.query, s.types, rel)
 	if err != nil {
@@ -671,18 +676,112 @@ func (s *session) relation(ctx context.Context, rel *relation) error {
 	case b.failed != "":
 		s.i.log.Error("sync table cannot be streamed; its changes become resync markers", "relation", name, "reason", b.failed)
 	}
-	if prev != nil && !sameColumns(prev, rel) {
+	changed := prev != nil && !sameColumns(prev, rel)
+	record := changed
+	if prev == nil {
+		stored, found, err := s.streamedColumns(ctx, rel)
+		if err != nil {
+			return err
+		}
+		changed = found && stored != columnsText(rel)
+		record = !found || changed
+	}
+	if changed {
 		s.i.log.Info("schema change of a sync table", "table", b.table)
 		if err := s.types.Refresh(ctx, s.query); err != nil {
 			return fmt.Errorf("ingest: reload types: %w", err)
 		}
-		if s.tx.open {
+	}
+	if s.tx.open {
+		// The marker and the record go out with the transaction's commit.
+		if changed {
 			s.tx.addResync(b.table, "", "schema_change")
-		} else {
-			return s.publishResync(schema.Resync{Table: b.table, Reason: "schema_change", LSN: schema.LSN(s.i.d)})
+		}
+		if record {
+			s.tx.described = append(s.tx.described, rel)
+		}
+		return nil
+	}
+	if changed {
+		if err := s.publishResync(schema.Resync{Table: b.table, Reason: "schema_change", LSN: schema.LSN(s.i.d)}); err != nil {
+			return err
+		}
+	}
+	if record {
+		return s.recordStreamed(rel)
+	}
+	return nil
+}
+
+// columnsText is the description of a relation's columns that
+// ripple.streamed_relations keeps: name and type OID of each, in order
+// (what sameColumns compares).
+func columnsText(rel *relation) string {
+	var b strings.Builder
+	for i, c := range rel.Columns {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Quote(c.Name))
+		b.WriteByte(':')
+		b.WriteString(strconv.FormatUint(uint64(c.TypeOID), 10))
+	}
+	return b.String()
+}
+
+// streamedColumns reads the recorded description of rel's columns. A
+// database migrated before ripple.streamed_relations existed has none: the
+// comparison is then only with what this process streamed.
+func (s *session) streamedColumns(ctx context.Context, rel *relation) (string, bool, error) {
+	if s.i.noStreamed.Load() {
+		return "", false, nil
+	}
+	var cols string
+	err := s.query.QueryRow(ctx, "SELECT columns FROM ripple.streamed_relations WHERE schema_name = $1 AND relation = $2",
+		rel.Namespace, rel.Name).Scan(&cols)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return "", false, nil
+	case isUndefinedTable(err):
+		s.i.noStreamedTable()
+		return "", false, nil
+	case err != nil:
+		return "", false, fmt.Errorf("ingest: read ripple.streamed_relations: %w", err)
+	}
+	return cols, true, nil
+}
+
+// recordStreamed records the columns of rels as streamed, once every
+// resync marker published so far has reached NATS (a marker lost with the
+// connection must be published again by the next session, which compares
+// with this record).
+func (s *session) recordStreamed(rels ...*relation) error {
+	if len(rels) == 0 || s.i.noStreamed.Load() {
+		return nil
+	}
+	if err := s.nc.Flush(); err != nil {
+		return fmt.Errorf("%w: flush: %w", errNATSDown, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, rel := range rels {
+		_, err := s.query.Exec(ctx, `INSERT INTO ripple.streamed_relations (schema_name, relation, columns) VALUES ($1, $2, $3)
+			ON CONFLICT (schema_name, relation) DO UPDATE SET columns = EXCLUDED.columns, updated_at = now()`,
+			rel.Namespace, rel.Name, columnsText(rel))
+		if isUndefinedTable(err) {
+			s.i.noStreamedTable()
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("ingest: record streamed columns of %s.%s: %w", rel.Namespace, rel.Name, err)
 		}
 	}
 	return nil
+}
+
+func isUndefinedTable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "42P01"
 }
 
 func (s *session) publishResync(r schema.Resync) error {

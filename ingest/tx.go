@@ -35,6 +35,7 @@ type txn struct {
 	rows       int
 	chunked    map[string]bool // subjects on which a chunk went out
 	resyncs    []schema.Resync
+	described  []*relation // relations to record as streamed once the resyncs are out
 }
 
 func (t *txn) begin(xid schema.XID8, commitTime time.Time) {
@@ -58,6 +59,8 @@ func (t *txn) reset() {
 	}
 	clear(t.parts)
 	clear(t.chunked)
+	clear(t.described)
+	t.described = t.described[:0]
 	t.buffered, t.rows = 0, 0
 	t.resyncs = t.resyncs[:0]
 }
@@ -441,6 +444,9 @@ func (s *session) commit(m *walMessage) error {
 		if err := s.publishResync(r); err != nil {
 			return err
 		}
+	}
+	if err := s.recordStreamed(s.tx.described...); err != nil {
+		return err
 	}
 	s.tx.reset()
 	s.i.d = max(s.i.d, end)

@@ -11,7 +11,8 @@ CREATE ROLE replicator LOGIN REPLICATION PASSWORD :'replicator_password';
 GRANT USAGE ON SCHEMA ripple TO ripple_ingest, ripple_writer, ripple_gateway;
 GRANT SELECT ON ALL TABLES IN SCHEMA ripple TO ripple_ingest, ripple_gateway;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ripple TO ripple_writer;
-GRANT DELETE ON ripple.tombstones TO ripple_ingest;   -- pruning
+GRANT DELETE ON ripple.tombstones, ripple.mutations TO ripple_ingest;   -- pruning
+GRANT INSERT, UPDATE ON ripple.streamed_relations TO ripple_ingest;   -- schema-change detection
 GRANT SELECT, UPDATE, INSERT ON ripple.horizon TO ripple_ingest;
 -- Grant ripple_writer and ripple_gateway access to your own sync tables, e.g.:
 -- GRANT SELECT ON public.todo_items TO ripple_gateway;
