@@ -48,7 +48,9 @@ type Config struct {
 	MaxFrameBytes int
 	// OutboundQueue is how many frames may wait for one connection's
 	// socket (default 1024). A connection whose live stream overflows it
-	// gets error slow_client and is closed.
+	// gets error slow_client and is closed. The end of a catch-up (the live
+	// commits buffered while the snapshot was read, bounded by
+	// SnapshotBufferLimit) is queued in one piece beyond it.
 	OutboundQueue int
 	// SnapshotBufferLimit is how many live transaction parts one
 	// subscription may buffer while its catch-up runs (default 10000); on

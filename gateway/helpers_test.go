@@ -77,9 +77,10 @@ func (e *env) startIngest() {
 
 type envOpts struct {
 	replica     bool
-	ownCluster  bool   // a Postgres cluster of the test's own (it may change server settings)
-	catchupRole string // run catch-ups as this role (created with SELECT on every table) instead of the superuser
-	gatewayNATS string // NATS URL for the gateway (default: the ingest's)
+	ownCluster  bool          // a Postgres cluster of the test's own (it may change server settings)
+	catchupRole string        // run catch-ups as this role (created with SELECT on every table) instead of the superuser
+	replicaWait time.Duration // catchup.Config.ReplicaWaitTimeout (default 500ms)
+	gatewayNATS string        // NATS URL for the gateway (default: the ingest's)
 	ingestNATS  string
 	cfg         func(*Config)
 }
@@ -158,6 +159,9 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if e.replica != nil {
 		ccfg.ReplicaURL = e.replica.URL("postgres")
 		ccfg.ReplicaWaitTimeout = 500 * time.Millisecond
+		if o.replicaWait > 0 {
+			ccfg.ReplicaWaitTimeout = o.replicaWait
+		}
 	}
 	if e.cu, err = catchup.New(ctx, ccfg); err != nil {
 		t.Fatal(err)
@@ -469,7 +473,8 @@ func (c *tclient) waitReady(id string, n int) {
 			frames, closeErr := c.all, c.closeErr
 			c.mu.Unlock()
 			for _, f := range frames[max(0, len(frames)-5):] {
-				c.t.Logf("frame: %+v", f)
+				b, _ := json.Marshal(f)
+				c.t.Logf("frame: %.300s", b)
 			}
 			c.t.Fatalf("timed out waiting for ready %d of %s (%d frames received, connection error: %v)", n, id, len(frames), closeErr)
 		}

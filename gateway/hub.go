@@ -835,6 +835,17 @@ func (h *hub) send(hc *hconn, b []byte) {
 	}
 }
 
+// sendBulk queues frames on a connection beyond its queue's limit
+// (queue.pushBulk).
+func (h *hub) sendBulk(hc *hconn, frames [][]byte) {
+	if hc.c.q.pushBulk(frames) {
+		if len(h.kick) == 0 {
+			h.kickAt = time.Now()
+		}
+		h.kick = append(h.kick, hc.c)
+	}
+}
+
 // lazyDelay is about how long a frame queued by sendLazy may wait for its
 // connection's next write (between lazyDelay and twice that, plus a tick).
 const lazyDelay = 500 * time.Millisecond
@@ -1215,10 +1226,11 @@ func (h *hub) flush(s *sub) {
 	s.applied = ready
 	cur := s.res.Cursor
 	s.cursor = &cur
-	for _, b := range out {
-		h.send(s.hc, b)
-	}
-	h.send(s.hc, encodeFrame(schema.ServerFrame{Type: schema.FrameReady, ID: s.id, LSN: ready, Cursor: s.cursor}))
+	// The buffered commits can be more frames than the live stream may
+	// queue (they piled up while the snapshot was read): they go in one
+	// bulk, bounded by SnapshotBufferLimit, never cutting the client.
+	out = append(out, encodeFrame(schema.ServerFrame{Type: schema.FrameReady, ID: s.id, LSN: ready, Cursor: s.cursor}))
+	h.sendBulk(s.hc, out)
 }
 
 // resync restarts a subscription's catch-up after a gap or a resync marker;

@@ -24,6 +24,7 @@ type queue struct {
 	mu      sync.Mutex
 	frames  [][]byte
 	limit   int
+	extra   int // frames of a catch-up's tail queued beyond limit (pushBulk), until the next pop
 	closed  bool
 	running bool          // a writer (a flusher or the connection's goroutine) owns the queue
 	lazy    bool          // owned by a lazy kick, still waiting in the flushers' lazy queue
@@ -43,11 +44,27 @@ func (q *queue) push(b []byte) (ok, start bool) {
 	if q.closed {
 		return true, false
 	}
-	if len(q.frames) >= q.limit {
+	if len(q.frames) >= q.limit+q.extra {
 		return false, false
 	}
 	q.frames = append(q.frames, b)
 	return true, q.claim()
+}
+
+// pushBulk appends frames whatever the limit: the end of a catch-up (the
+// live commits buffered while the snapshot was read, and ready), bounded by
+// Config.SnapshotBufferLimit rather than by the queue. Until the next pop
+// they do not count against the limit of the live stream pushed after
+// them. start tells the caller to start a writer.
+func (q *queue) pushBulk(frames [][]byte) (start bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed || len(frames) == 0 {
+		return false
+	}
+	q.frames = append(q.frames, frames...)
+	q.extra += len(frames)
+	return q.claim()
 }
 
 // claim reports whether the caller must start a writer for frames just
@@ -75,7 +92,7 @@ func (q *queue) pushQuiet(b []byte) (ok bool) {
 	if q.closed {
 		return true
 	}
-	if len(q.frames) >= q.limit {
+	if len(q.frames) >= q.limit+q.extra {
 		return false
 	}
 	q.frames = append(q.frames, b)
@@ -156,6 +173,7 @@ func (q *queue) pop(dst [][]byte) [][]byte {
 	dst = append(dst, q.frames...)
 	clear(q.frames)
 	q.frames = q.frames[:0]
+	q.extra = 0
 	if cap(q.frames) > 64 {
 		q.frames = nil // do not keep a burst's memory while idle
 	}

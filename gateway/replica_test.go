@@ -75,3 +75,78 @@ func TestReplicaReplayPaused(t *testing.T) {
 		waitFor(t, 20*time.Second, "converges", func() bool { return slices.Equal(c.viewOf("bank"), want) })
 	}
 }
+
+// More live commits arrive while a catch-up waits for the replica than the
+// connection's outbound queue holds: they end the catch-up in one bulk
+// (bounded by SnapshotBufferLimit), and the client is not cut as a slow
+// client for them.
+func TestCatchupTailLargerThanQueue(t *testing.T) {
+	e := newEnv(t, envOpts{replica: true, replicaWait: 30 * time.Second, cfg: func(c *Config) { c.OutboundQueue = 16 }})
+	setupBank(e)
+	tok := token(t, schema.Claims{Orgs: []string{"bank"}})
+	var states atomic.Int64
+	live := dial(t, e) // keeps the topic live
+	live.check = bankCheck(t, &states)
+	live.start()
+	live.auth(tok)
+	live.subscribe("bank", "accounts", "bank")
+	live.waitReady("bank", 1)
+
+	hubDo := func(f func(h *hub) bool) bool {
+		ch := make(chan bool, 1)
+		if !e.gw.hub.post(func() { ch <- f(e.gw.hub) }) {
+			t.Fatal("hub stopped")
+		}
+		return <-ch
+	}
+	// transfer moves 1 from account 0 to account k and waits until the
+	// gateway received it.
+	transfer := func(k int) {
+		var end string
+		if err := e.pool.QueryRow(context.Background(), `WITH u AS (UPDATE accounts SET balance = balance + CASE id WHEN 0 THEN -1 ELSE 1 END
+			WHERE org = 'bank' AND id IN (0, $1) RETURNING 1) SELECT pg_current_wal_insert_lsn()::text FROM (SELECT count(*) FROM u) c`, k).Scan(&end); err != nil {
+			t.Fatal(err)
+		}
+		endLSN, err := schema.ParseLSN(end)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "the gateway receives the transfer", func() bool {
+			return hubDo(func(h *hub) bool { return h.d >= endLSN })
+		})
+	}
+	e.replica.PauseReplay(t)
+	transfer(1) // the replica is now behind the stream: a catch-up waits
+	fresh := dial(t, e)
+	fresh.check = bankCheck(t, &states)
+	fresh.start()
+	fresh.auth(tok)
+	fresh.subscribe("bank", "accounts", "bank")
+	waitFor(t, 10*time.Second, "the catch-up waiting for the replica", func() bool {
+		return hubDo(func(h *hub) bool {
+			n := 0
+			for _, tp := range h.topics {
+				for s := range tp.subs {
+					if s.state == stCatchup && s.buffering {
+						n++
+					}
+				}
+			}
+			return n == 1
+		})
+	})
+	for i := range 40 { // 80 frames for a queue of 16
+		transfer(1 + i%5)
+	}
+	e.replica.ResumeReplay(t)
+	fresh.waitReady("bank", 1)
+	want := e.tableRows("accounts", "bank")
+	for _, c := range []*tclient{live, fresh} {
+		waitFor(t, 20*time.Second, "converges", func() bool { return slices.Equal(c.viewOf("bank"), want) })
+	}
+	for _, f := range fresh.frames() {
+		if f.Type == schema.FrameError {
+			t.Errorf("unexpected error frame %+v", f)
+		}
+	}
+}
