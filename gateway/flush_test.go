@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ripple-sync/ripple/schema"
 )
 
 // tcpPair returns the two ends of a loopback TCP connection.
@@ -167,5 +169,24 @@ func TestFlushersServeLiveFramesFirst(t *testing.T) {
 	}
 	if got, _ = f.take(nil); len(got) != 0 {
 		t.Fatalf("third take: %d connections, want none", len(got))
+	}
+}
+
+// A topic remembers the transactions of the last recentKeep, numbered in
+// order, and forgets older ones (compacting its list now and then).
+func TestTopicRemembersRecentCommits(t *testing.T) {
+	tp := &topic{}
+	t0 := time.Now()
+	for i := range 100 {
+		tp.remember(schema.XID8(1000+i), t0.Add(time.Duration(i)*time.Second))
+	}
+	kept := tp.recent[tp.recentHead:]
+	// At second 99, those of seconds 89..99 are within recentKeep.
+	if len(kept) != 11 || kept[0].xid != 1089 || kept[10].xid != 1099 || kept[10].n != 100 || tp.commitN != 100 {
+		t.Fatalf("kept %d from xid %v to %v (n %d), commitN %d; want 11 from 1089 to 1099 (n 100)",
+			len(kept), kept[0].xid, kept[len(kept)-1].xid, kept[len(kept)-1].n, tp.commitN)
+	}
+	if len(tp.recent) > 2*len(kept)+1 {
+		t.Fatalf("the list holds %d entries for %d kept: not compacted", len(tp.recent), len(kept))
 	}
 }

@@ -78,8 +78,9 @@ type topic struct {
 	// the gateway before it is visible to new snapshots on the primary:
 	// a catch-up checks that its snapshot sees those completed before it
 	// began (flush).
-	recent  []recentCommit
-	commitN uint64
+	recent     []recentCommit
+	recentHead int // recent[:recentHead] are older than recentKeep
+	commitN    uint64
 }
 
 // recentCommit is a transaction completed on a topic.
@@ -179,6 +180,7 @@ type sub struct {
 	bufParts  int
 	partial   map[schema.XID8]bool
 	before    uint64 // t.commitN when buffering began
+	retakes   int    // snapshots taken again in a row (flush)
 	done      bool
 	res       catchup.Result
 }
@@ -712,14 +714,16 @@ func (h *hub) finish(a *txAsm) {
 }
 
 // remember records a transaction completed on t and forgets those older than
-// recentKeep.
+// recentKeep. The list is compacted only once the forgotten ones are half of
+// it, so a busy topic does not copy its whole list on every commit.
 func (t *topic) remember(xid schema.XID8, now time.Time) {
-	i := 0
-	for i < len(t.recent) && now.Sub(t.recent[i].at) > recentKeep {
-		i++
+	for t.recentHead < len(t.recent) && now.Sub(t.recent[t.recentHead].at) > recentKeep {
+		t.recentHead++
 	}
-	if i > 0 {
-		t.recent = append(t.recent[:0], t.recent[i:]...)
+	if t.recentHead > 0 && t.recentHead >= len(t.recent)/2 {
+		n := copy(t.recent, t.recent[t.recentHead:])
+		clear(t.recent[n:])
+		t.recent, t.recentHead = t.recent[:n], 0
 	}
 	t.commitN++
 	t.recent = append(t.recent, recentCommit{n: t.commitN, xid: xid, at: now})
@@ -1164,7 +1168,10 @@ func (h *hub) flush(s *sub) {
 	// in the buffer; if the snapshot does not see it either (it was still
 	// leaving the primary's proc array when the snapshot was taken), take
 	// another snapshot.
-	for _, rc := range s.t.recent {
+	// A commit held invisible for long (one waiting for a synchronous
+	// standby) would make every snapshot miss it: after the first retake
+	// the next ones wait like a failed catch-up (backoff).
+	for _, rc := range s.t.recent[s.t.recentHead:] {
 		if rc.n > s.before {
 			break
 		}
@@ -1172,10 +1179,15 @@ func (h *hub) flush(s *sub) {
 			h.log.Debug("snapshot misses a transaction received before the catch-up; taking another",
 				slog.String("sub", s.id), slog.String("xid", rc.xid.String()))
 			h.g.m.catchups.WithLabelValues("retake").Inc()
-			h.startCatchup(s)
+			if s.retakes++; s.retakes > 1 {
+				h.backoff(s)
+			} else {
+				h.startCatchup(s)
+			}
 			return
 		}
 	}
+	s.retakes = 0
 	threshold := s.applied
 	last := threshold
 	groups := map[schema.XID8][]*schema.RawPart{}

@@ -151,6 +151,19 @@ func (e *env) config(t testing.TB) Config {
 // start runs an ingest in this process until the test ends.
 func (e *env) start(t testing.TB, cfg Config) *Ingest {
 	t.Helper()
+	ing, stop := e.run(t, cfg)
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return ing
+}
+
+// run starts an ingest in this process, waits until it is ready and
+// returns it with a function that stops it and returns what Run returned.
+func (e *env) run(t testing.TB, cfg Config) (*Ingest, func() error) {
+	t.Helper()
 	ing, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -158,14 +171,11 @@ func (e *env) start(t testing.TB, cfg Config) *Ingest {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- ing.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
 	waitFor(t, 20*time.Second, "ingest ready", func() bool { return ing.Ready() })
-	return ing
+	return ing, func() error {
+		cancel()
+		return <-done
+	}
 }
 
 type testWriter struct{ t testing.TB }

@@ -385,14 +385,7 @@ func TestEnableAtRuntime(t *testing.T) {
 func TestSchemaChangeWhileStopped(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config(t)
-	first, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- first.Run(ctx) }()
-	waitFor(t, 20*time.Second, "first ingest ready", first.Ready)
+	_, stop := e.run(t, cfg)
 	end := e.txn(t, "INSERT INTO lists VALUES ('o1', 1, 'a')")
 	// The slot confirms the insert: the next ingest starts after it and
 	// never sees the table's old columns.
@@ -404,8 +397,7 @@ func TestSchemaChangeWhileStopped(t *testing.T) {
 		l, err := schema.ParseLSN(confirmed)
 		return err == nil && l >= end
 	})
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("first ingest: %v", err)
 	}
 
